@@ -1,0 +1,72 @@
+"""lmplanes contracts: versioned configs, presets, TensorSpec, KVCache, Batch, attention call and kernel
+capabilities, ModelCard, and the model protocols the application planes rely on.
+
+Imports no torch at runtime, so configs load, validate and migrate on any machine.
+
+Dim legend used across every plane: ``B`` batch, ``T`` sequence (``Tq`` queries, ``Tk`` keys), ``Hq`` query
+heads, ``Hkv`` key/value heads, ``D`` head dim, ``C`` model width, ``V`` vocabulary, ``L`` layers.
+"""
+
+from specs.attention import AttentionCall, AttentionKernel, KernelCaps
+from specs.batch import IGNORE_INDEX, Batch
+from specs.cache import KVCache, RecurrentState
+from specs.card import DataRef, FileRef, ModelCard
+from specs.config_io import (
+    FieldProblem,
+    apply_overrides,
+    config_kind,
+    config_kinds,
+    dump_config,
+    dumps_config,
+    from_dict,
+    load_config,
+    load_preset,
+    preset_names,
+    register_migration,
+    to_dict,
+)
+from specs.errors import ConfigError, ShapeError
+from specs.generation_config import GenerationConfig
+from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
+from specs.protocols import CausalLM, EncoderModel, ParallelizableModel, Seq2SeqLM
+from specs.tensor_spec import TensorSpec, checks_enabled, dtype_name, set_checks
+
+__all__ = [
+    "IGNORE_INDEX",
+    "AttentionCall",
+    "AttentionConfig",
+    "AttentionKernel",
+    "Batch",
+    "CausalLM",
+    "ConfigError",
+    "DataRef",
+    "EncoderModel",
+    "FieldProblem",
+    "FileRef",
+    "GenerationConfig",
+    "KVCache",
+    "KernelCaps",
+    "MLPConfig",
+    "ModelCard",
+    "ModelConfig",
+    "ParallelizableModel",
+    "RecurrentState",
+    "RoPEConfig",
+    "Seq2SeqLM",
+    "ShapeError",
+    "TensorSpec",
+    "apply_overrides",
+    "checks_enabled",
+    "config_kind",
+    "config_kinds",
+    "dtype_name",
+    "dump_config",
+    "dumps_config",
+    "from_dict",
+    "load_config",
+    "load_preset",
+    "preset_names",
+    "register_migration",
+    "set_checks",
+    "to_dict",
+]
