@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import tempfile
 import types
 import typing
@@ -31,6 +32,17 @@ C = TypeVar("C")
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 _KINDS: dict[str, type] = {}
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that also reads ``1e-5`` as a float (YAML 1.1 demands a dot: ``1.0e-5``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 _MIGRATIONS: dict[tuple[str, int], Migration] = {}
 
 
@@ -175,6 +187,8 @@ def _describe(cls: type, err: Any) -> tuple[str, str]:
 def _class_at(cls: type, path: list[str]) -> type | None:
     """The dataclass found by following ``path`` through nested config fields, if any."""
     for name in path:
+        if name.isdigit():  # an entry of a tuple of configs
+            continue
         hints = typing.get_type_hints(cls)
         if name not in hints:
             return None
@@ -187,7 +201,7 @@ def _class_at(cls: type, path: list[str]) -> type | None:
 def _dataclass_in(tp: Any) -> type | None:
     if dataclasses.is_dataclass(tp):
         return tp
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) in (typing.Union, tuple, list):
         for arg in typing.get_args(tp):
             if dataclasses.is_dataclass(arg):
                 return arg
@@ -226,7 +240,7 @@ def preset_names() -> list[str]:
 
 def _parse(text: str, suffix: str, source: str) -> Any:
     try:
-        return json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError([("", f"not valid {'JSON' if suffix == '.json' else 'YAML'}: {exc}")], source) from None
 
@@ -279,5 +293,5 @@ def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:
             if not isinstance(node.get(part), dict):
                 raise ConfigError([(".".join(parents[: i + 1]), f"override {item!r} does not name a nested config")])
             node = node[part]
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = yaml.load(raw, Loader=_YamlLoader)
     return from_dict(data)

@@ -67,9 +67,10 @@ class TensorSpec:
         """
         bound = {} if bound is None else bound
         bound.update(dims)
-        if not _enabled:
-            return bound
         shape = tuple(t.shape)
+        if not _enabled:  # still bind the symbols (callers read sizes from the result), but verify nothing
+            bound.update((d, n) for d, n in zip(self.dims, shape) if isinstance(d, str) and d not in bound)
+            return bound
         if len(shape) != len(self.dims):
             raise ShapeError(
                 f"{self.name}: expected {len(self.dims)} dims {self._pattern()}, got shape {list(shape)}"

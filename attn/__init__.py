@@ -1,0 +1,13 @@
+"""Attention layers: self-attention (MHA/GQA/MQA, RoPE, QK-norm, soft-capping, sliding window),
+cross-attention, and KV-cache implementations of :class:`specs.KVCache`.
+
+Kernels are resolved by name through :mod:`kernel.registry`; no layer branches on a back-end.
+"""
+
+from attn.cross_attention import CrossAttention
+from attn.kv_cache import StaticKVCache
+from attn.projections import AttentionProjections
+from attn.qk_norm import QKNorm
+from attn.self_attention import SelfAttention
+
+__all__ = ["AttentionProjections", "CrossAttention", "QKNorm", "SelfAttention", "StaticKVCache"]

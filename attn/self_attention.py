@@ -1,0 +1,66 @@
+"""Self-attention with MHA/GQA/MQA, optional QK-norm, RoPE, soft-capping and a sliding window.
+
+The kernel is chosen by name through :mod:`kernel.registry` for every call, so the module has one forward
+path whatever back-end runs it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attn.projections import AttentionProjections
+from attn.qk_norm import QKNorm
+from kernel.registry import resolve
+from specs.attention import AttentionCall
+from specs.cache import KVCache
+from specs.model_config import AttentionConfig
+from specs.tensor_spec import TensorSpec
+from tensor.rope import apply_rope
+
+_X = TensorSpec("x", ("B", "T", "C"))
+
+
+class SelfAttention(AttentionProjections):
+    """``x (B, T, C) -> (B, T, C)``. Keys/values have ``n_kv_heads`` heads, shared by groups of query heads."""
+
+    def __init__(
+        self, cfg: AttentionConfig, d_model: int, *, layer_idx: int, causal: bool = True, norm_eps: float = 1e-6
+    ) -> None:
+        super().__init__(cfg, d_model)
+        self.layer_idx = layer_idx
+        self.causal = causal
+        self.q_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        allow_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        q_offset: int = 0,
+    ) -> torch.Tensor:
+        """``rope`` is ``(cos, sin)`` for the new tokens; ``q_offset`` is the absolute position of the first one
+        (the number of tokens already cached); ``allow_mask`` covers all ``q_offset + T`` keys."""
+        _X.check(x)
+        q = self.q_norm(self.split_heads(self.wq(x), self.n_heads))  # (B, Hq, T, D)
+        k = self.k_norm(self.split_heads(self.wk(x), self.n_kv_heads))  # (B, Hkv, T, D)
+        v = self.split_heads(self.wv(x), self.n_kv_heads)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, q_offset + T, D)
+        call = AttentionCall(
+            q=q,
+            k=k,
+            v=v,
+            allow_mask=allow_mask,
+            causal=self.causal,
+            window=self.cfg.window,
+            softcap=self.cfg.softcap,
+            dropout_p=self.cfg.dropout if self.training else 0.0,
+            q_offset=q_offset,
+        )
+        return self.merge_heads(resolve(self.cfg.kernel, call)(call))

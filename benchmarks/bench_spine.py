@@ -1,0 +1,135 @@
+"""Spine benchmark: attention kernels (manual vs sdpa) and llama-55m forward latency vs Hugging Face.
+
+    python benchmarks/bench_spine.py [--repeats 20] [--write BENCHMARKS.md]
+
+Both comparisons run in one process, alternating the contenders on every repeat so that machine noise hits
+them alike; figures are medians, and ratios are ours / theirs (below 1.0 means we are faster). With
+``--write`` the results replace the ``spine`` section of BENCHMARKS.md. Needs ``transformers`` (dev extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import kernel
+import model
+import specs
+from specs.attention import AttentionCall
+
+START, END = "<!-- bench:spine:start -->", "<!-- bench:spine:end -->"
+
+
+def interleaved_medians(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each contender, timed in alternation."""
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def bench_attention(repeats: int) -> dict[str, float]:
+    """Forward + backward of one causal attention call, B=4, H=8, T=512, D=64, fp32."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 8, 512, 64, requires_grad=True) for _ in range(3))
+    grad = torch.randn(4, 8, 512, 64)
+
+    def run(name: str) -> Callable[[], None]:
+        fn = kernel.registry.resolve(name, AttentionCall(q=q, k=k, v=v, causal=True))
+
+        def step() -> None:
+            q.grad = k.grad = v.grad = None
+            fn(AttentionCall(q=q, k=k, v=v, causal=True)).backward(grad)
+
+        return step
+
+    return interleaved_medians({"manual": run("manual"), "sdpa": run("sdpa")}, repeats)
+
+
+def bench_llama_forward(repeats: int) -> dict[str, float]:
+    """Forward latency of llama-55m at batch 1 x 128 tokens, ours vs transformers.LlamaForCausalLM, same weights."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    ours = model.build(specs.load_config("llama-55m")).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.to_hf(ours, Path(tmp) / "hf")
+        theirs = AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=torch.float32).eval()
+    ids = torch.randint(0, ours.config.vocab_size, (1, 128))
+    with torch.inference_mode():
+        diff = (ours(ids) - theirs(ids).logits).abs().max().item()
+        medians = interleaved_medians({"lmplanes": lambda: ours(ids), "transformers": lambda: theirs(ids)}, repeats)
+    medians["max_abs_logit_diff"] = diff
+    return medians
+
+
+def report(attn: dict[str, float], llama: dict[str, float], repeats: int) -> str:
+    import transformers
+
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    cpu = platform.processor() or platform.machine()
+    return "\n".join([
+        START,
+        "## Spine: attention kernels and llama-55m forward (CPU)",
+        "",
+        f"Command: `python benchmarks/bench_spine.py --repeats {repeats} --write BENCHMARKS.md`  ",
+        f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"Python {platform.python_version()}, {when}. Medians of {repeats} interleaved repeats.",
+        "",
+        "| benchmark | lmplanes | peer | ratio (ours / peer) |",
+        "| --- | --- | --- | --- |",
+        f"| attention fwd+bwd, B=4 H=8 T=512 D=64 fp32 causal: `sdpa` vs `manual` | "
+        f"{attn['sdpa'] * 1e3:.1f} ms (sdpa) | {attn['manual'] * 1e3:.1f} ms (manual) | "
+        f"{attn['sdpa'] / attn['manual']:.2f} |",
+        f"| llama-55m forward, 1 x 128 tokens fp32 vs `LlamaForCausalLM` | {llama['lmplanes'] * 1e3:.1f} ms | "
+        f"{llama['transformers'] * 1e3:.1f} ms | {llama['lmplanes'] / llama['transformers']:.2f} |",
+        "",
+        f"Same weights in both models (exported with `model.to_hf`); max |logit difference| = "
+        f"{llama['max_abs_logit_diff']:.1e}.",
+        END,
+    ])
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--write", type=Path, default=None, help="replace the spine section of this markdown file")
+    args = parser.parse_args(argv)
+    attn = bench_attention(args.repeats)
+    llama = bench_llama_forward(args.repeats)
+    section = report(attn, llama, args.repeats)
+    print(section)
+    if args.write is not None:
+        write_section(args.write, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

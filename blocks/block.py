@@ -1,0 +1,68 @@
+"""Transformer blocks: a pre-norm and a post-norm residual policy, each a two-line forward.
+
+The builder picks the policy from the config; neither block branches on configuration in ``forward``.
+``branch_drop`` (residual dropout, then DropPath) is applied to each branch's output before the sum.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attn.self_attention import SelfAttention
+from blocks.drop_path import DropPath
+from blocks.mlp import build_mlp
+from blocks.norms import build_norm
+from specs.cache import KVCache
+from specs.model_config import ModelConfig
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, causal: bool) -> None:
+        super().__init__()
+        self.attn_norm = build_norm(cfg)
+        self.attn = SelfAttention(cfg.attention, cfg.d_model, layer_idx=layer_idx, causal=causal, norm_eps=cfg.norm_eps)
+        self.mlp_norm = build_norm(cfg)
+        self.mlp = build_mlp(cfg)
+        # Stochastic depth grows linearly with depth, reaching cfg.drop_path at the last layer.
+        rate = cfg.drop_path * layer_idx / max(cfg.n_layers - 1, 1)
+        self.branch_drop = nn.Sequential(nn.Dropout(cfg.dropout), DropPath(rate))
+
+
+class PreNormBlock(_Block):
+    """``x + f(norm(x))`` for attention then MLP (GPT-2, Llama)."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        allow_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        q_offset: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.branch_drop(self.attn(self.attn_norm(x), rope=rope, allow_mask=allow_mask, cache=cache,
+                                           q_offset=q_offset))
+        return x + self.branch_drop(self.mlp(self.mlp_norm(x)))
+
+
+class PostNormBlock(_Block):
+    """``norm(x + f(x))`` for attention then MLP (the original Transformer, BERT)."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        allow_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        q_offset: int = 0,
+    ) -> torch.Tensor:
+        x = self.attn_norm(x + self.branch_drop(self.attn(x, rope=rope, allow_mask=allow_mask, cache=cache,
+                                                          q_offset=q_offset)))
+        return self.mlp_norm(x + self.branch_drop(self.mlp(x)))
+
+
+def build_block(cfg: ModelConfig, layer_idx: int, *, causal: bool = True) -> nn.Module:
+    block = PreNormBlock if cfg.residual == "pre" else PostNormBlock
+    return block(cfg, layer_idx, causal=causal)

@@ -1,0 +1,39 @@
+"""Feed-forward layers: the GPT MLP (fc -> GELU -> proj) and SwiGLU (down(silu(gate) * up))."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specs.model_config import ModelConfig
+
+
+class GeluMLP(nn.Module):
+    def __init__(self, d_model: int, hidden: int, *, bias: bool, approximate: str = "none") -> None:
+        super().__init__()
+        self.fc = nn.Linear(d_model, hidden, bias=bias)
+        self.proj = nn.Linear(hidden, d_model, bias=bias)
+        self.approximate = approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
+
+
+class SwiGLU(nn.Module):
+    """``w2(silu(w1 x) * w3 x)``: ``w1`` is the gate, ``w3`` the up projection, ``w2`` the down projection."""
+
+    def __init__(self, d_model: int, hidden: int, *, bias: bool) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(d_model, hidden, bias=bias)
+        self.w3 = nn.Linear(d_model, hidden, bias=bias)
+        self.w2 = nn.Linear(hidden, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def build_mlp(cfg: ModelConfig) -> nn.Module:
+    if cfg.mlp.kind == "swiglu":
+        return SwiGLU(cfg.d_model, cfg.mlp_hidden, bias=cfg.mlp.bias)
+    return GeluMLP(cfg.d_model, cfg.mlp_hidden, bias=cfg.mlp.bias, approximate=cfg.mlp.gelu_approximate)

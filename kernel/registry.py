@@ -1,0 +1,201 @@
+"""Attention kernels by name: ``register`` declares, ``resolve`` chooses, ``explain`` says why not.
+
+Registering a kernel never selects it. A kernel may be registered as a ``"module:function"`` string, imported
+only when first resolved, so optional back-ends (Triton) cost nothing on machines without them.
+
+``resolve("auto", call)`` picks the fastest kernel whose capabilities cover the call. The choice is measured
+(each candidate run on the call's own tensors, without autograd) the first time a shape bucket is seen on a
+device, then cached; :func:`auto_choices` shows what was picked. :func:`use_kernel` makes ``"auto"`` resolve to
+one kernel inside a ``with`` block and restores the previous behaviour on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from specs.attention import AttentionCall, AttentionKernel, KernelCaps
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+class KernelUnavailable(ValueError):
+    """No kernel (or not the named one) can serve an attention call; the message says why."""
+
+
+@dataclass
+class _Entry:
+    target: AttentionKernel | str  # the kernel, or "module:function" to import on first use
+    caps: KernelCaps
+    load_error: str | None = None
+
+
+_KERNELS: dict[str, _Entry] = {}
+_AUTO_CHOICES: dict[tuple, str] = {}
+_forced: str | None = None
+
+
+def register(name: str, fn: AttentionKernel | str, caps: KernelCaps, *, replace: bool = False) -> None:
+    """Declare kernel ``name`` with capabilities ``caps``. ``fn`` may be a ``"module:function"`` string."""
+    if name == AUTO:
+        raise ValueError(f"{AUTO!r} is reserved for automatic selection")
+    if name in _KERNELS and not replace:
+        raise ValueError(f"kernel {name!r} is already registered; pass replace=True to override it")
+    _KERNELS[name] = _Entry(fn, caps)
+    _AUTO_CHOICES.clear()
+
+
+def unregister(name: str) -> None:
+    """Remove a kernel (tests and plugins that register temporary kernels use this)."""
+    _KERNELS.pop(name, None)
+    _AUTO_CHOICES.clear()
+
+
+def available() -> list[str]:
+    """Registered kernel names, in registration order."""
+    return list(_KERNELS)
+
+
+def capabilities(name: str) -> KernelCaps:
+    return _entry(name).caps
+
+
+def explain(name: str, call: AttentionCall) -> list[str]:
+    """The reasons kernel ``name`` cannot serve ``call``; an empty list means it can."""
+    entry = _entry(name)
+    reasons = [f"lacks {need}" for need in entry.caps.missing(call)]
+    if not reasons and _load(name, entry) is None:
+        reasons.append(f"cannot be loaded: {entry.load_error}")
+    return reasons
+
+
+def resolve(name: str, call: AttentionCall) -> AttentionKernel:
+    """The kernel to run ``call``: ``name`` itself (checked), or for ``"auto"`` the fastest capable one."""
+    if name == AUTO:
+        return _resolve_auto(call)
+    reasons = explain(name, call)
+    if reasons:
+        able = [other for other in _KERNELS if other != name and not explain(other, call)]
+        raise KernelUnavailable(
+            f"kernel {name!r} cannot serve this attention call: {'; '.join(reasons)}. "
+            f"Kernels that can: {', '.join(able) if able else 'none'}"
+        )
+    return _load(name, _KERNELS[name])
+
+
+@contextlib.contextmanager
+def use_kernel(name: str) -> Iterator[None]:
+    """Inside the block, ``"auto"`` resolves to ``name`` (and fails loudly if ``name`` cannot serve a call)."""
+    global _forced
+    _entry(name)
+    previous, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def auto_choices() -> dict[tuple, str]:
+    """What ``"auto"`` picked, per shape bucket (see :func:`shape_bucket`)."""
+    return dict(_AUTO_CHOICES)
+
+
+def clear_auto_choices() -> None:
+    _AUTO_CHOICES.clear()
+
+
+def shape_bucket(call: AttentionCall) -> tuple:
+    """Calls in the same bucket share an ``"auto"`` choice: sequence lengths are rounded up to powers of two."""
+    q, k = call.q, call.k
+    return (
+        str(q.device),
+        str(q.dtype),
+        q.shape[1],
+        k.shape[1],
+        q.shape[-1],
+        _pow2(q.shape[2]),
+        _pow2(k.shape[2]),
+        call.allow_mask is not None,
+        call.causal,
+        call.q_offset != 0,
+        call.window is not None,
+        call.softcap is not None,
+        call.dropout_p > 0,
+        call.needs_backward,
+    )
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _KERNELS:
+        raise KernelUnavailable(f"unknown attention kernel {name!r}; registered: {', '.join(_KERNELS) or 'none'}")
+    return _KERNELS[name]
+
+
+def _load(name: str, entry: _Entry) -> AttentionKernel | None:
+    if not isinstance(entry.target, str):
+        return entry.target
+    if entry.load_error is not None:
+        return None
+    module_name, _, attr = entry.target.partition(":")
+    try:
+        entry.target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        entry.load_error = f"{type(exc).__name__}: {exc}"
+        log.info("attention kernel %r is unavailable: %s", name, entry.load_error)
+        return None
+    return entry.target
+
+
+def _resolve_auto(call: AttentionCall) -> AttentionKernel:
+    if _forced is not None:
+        return resolve(_forced, call)
+    bucket = shape_bucket(call)
+    chosen = _AUTO_CHOICES.get(bucket)
+    if chosen is None:
+        candidates = [name for name in _KERNELS if not explain(name, call)]
+        if not candidates:
+            details = "; ".join(f"{n}: {', '.join(explain(n, call))}" for n in _KERNELS)
+            raise KernelUnavailable(f"no registered attention kernel can serve this call ({details})")
+        chosen = candidates[0] if len(candidates) == 1 or _cannot_time() else _fastest(candidates, call)
+        _AUTO_CHOICES[bucket] = chosen
+        log.info("auto attention kernel for %s: %s (candidates: %s)", bucket, chosen, candidates)
+    return _load(chosen, _KERNELS[chosen])
+
+
+def _cannot_time() -> bool:
+    """Timing is impossible while tracing for compilation; the first capable kernel is used instead."""
+    return torch.compiler.is_compiling()
+
+
+def _fastest(candidates: list[str], call: AttentionCall, repeats: int = 3) -> str:
+    def run_time(fn: AttentionKernel) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first run warms up (allocations, lazy init, autotuning)
+            _synchronize(call)
+            start = time.perf_counter()
+            fn(call)
+            _synchronize(call)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    with torch.no_grad():
+        timings = {name: run_time(_load(name, _KERNELS[name])) for name in candidates}
+    return min(timings, key=timings.__getitem__)
+
+
+def _synchronize(call: AttentionCall) -> None:
+    if call.q.device.type == "cuda":
+        torch.cuda.synchronize(call.q.device)

@@ -1,0 +1,30 @@
+"""Activation (gradient) checkpointing applied from outside the model.
+
+Each unit the model declares (``fsdp_units()``: its transformer layers) keeps only its input during the
+forward and recomputes its activations during the backward. The units' ``forward`` is wrapped in place, so
+parameter names and checkpoints are unchanged and the model's own code stays free of training concerns.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
+    """Checkpoint every unit in ``model.fsdp_units()``; returns ``model`` for chaining."""
+    for unit in model.fsdp_units():
+        if getattr(unit, "_lmplanes_checkpointed", False):
+            continue
+        unit.forward = functools.partial(_checkpointed, unit.forward)
+        unit._lmplanes_checkpointed = True
+    return model
+
+
+def _checkpointed(forward, *args, **kwargs) -> torch.Tensor:
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)  # nothing to save for a backward: run plainly
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)

@@ -1,0 +1,295 @@
+"""Checkpoint directories (DESIGN section 4): save and load a model as safetensors + config + card + manifest.
+
+Layout::
+
+    config.json                      the versioned ModelConfig
+    model.safetensors                or model-0000N-of-0000M.safetensors + model.safetensors.index.json (HF layout)
+    modelcard.json                   ModelCard, listing the weight files and config.json with their sha256
+    MANIFEST.json                    every file with size and sha256 and a content id; written last
+    train_state/                     optional, reserved for exact resume; covered by the manifest when present
+
+The whole directory is written under a temporary name and renamed into place (:func:`atomic_directory`), so a
+crash never leaves a directory that looks complete. Weights never go through pickle: tied weights are stored
+once (the alias the architecture declares, e.g. ``lm_head.weight`` under ``tie_embeddings``, is left out and
+re-tied on load). Loading verifies the manifest before any tensor is read, then checks tensor names and
+shapes against the model the config builds, and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model.atomic import atomic_directory
+from model.build import build
+from model.card_writer import file_refs, make_card
+from model.manifest import CheckpointError, verify_manifest, write_manifest
+from specs.card import ModelCard
+from specs.config_io import atomic_write_text, dump_config, dumps_config, load_config, to_dict
+from specs.errors import ConfigError
+from specs.model_config import ModelConfig
+
+CONFIG_NAME = "config.json"
+CARD_NAME = "modelcard.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+TRAIN_STATE_DIR = "train_state"
+_METADATA = {"format": "pt"}
+
+
+# -------------------------------------------------------------------------------------------------------- save
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    card: ModelCard | None = None,
+    *,
+    max_shard_bytes: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as a checkpoint directory at ``path`` and return that path.
+
+    ``card`` (default: :func:`make_card` of the model) is written with its ``files`` replaced by the weight
+    files and ``config.json``. ``max_shard_bytes`` splits the weights greedily, in state-dict order, into
+    Hugging Face style shards when they do not fit one file (a tensor larger than the limit gets a shard of
+    its own). An existing ``path`` is an error unless ``overwrite``; then it is replaced only once the new
+    checkpoint is complete.
+    """
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"{type(model).__name__} has no ModelConfig as .config; cannot write a checkpoint of it")
+    if max_shard_bytes is not None and max_shard_bytes < 1:
+        raise ValueError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}")
+    if card is not None and card.config != to_dict(cfg):
+        raise ValueError("card.config does not describe model.config; build the card from this model (make_card)")
+    tensors = _tensors_to_save(model, cfg)
+    final = Path(path)
+    with atomic_directory(final, overwrite=overwrite) as staging:
+        dump_config(cfg, staging / CONFIG_NAME)
+        weight_files = _write_weights(staging, tensors, max_shard_bytes)
+        refs = file_refs(staging, [*weight_files, CONFIG_NAME])
+        card = dataclasses.replace(card, files=tuple(refs)) if card is not None else make_card(model, refs)
+        atomic_write_text(staging / CARD_NAME, dumps_config(card, "json"))
+        write_manifest(staging, known={ref.path: (ref.size, ref.sha256) for ref in refs})
+    return final
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """``{alias: source}`` for every state-dict entry that is the same tensor object as an earlier one."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        if id(tensor) in first:
+            aliases[name] = first[id(tensor)]
+        else:
+            first[id(tensor)] = name
+    return aliases
+
+
+def _tensors_to_save(model: nn.Module, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The state dict, detached and contiguous, with the architecture's tied aliases dropped and any other
+    memory sharing broken by a copy (safetensors refuses tensors that share storage)."""
+    state = model.state_dict()
+    declared = tied_aliases(build(cfg, device="meta"))
+    out: dict[str, torch.Tensor] = {}
+    storages: dict[tuple[str, int], str] = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach()
+        if tensor.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device (never materialised); nothing to save")
+        if name in declared:
+            source = declared[name]
+            if not _same_view(tensor, state[source]) and not torch.equal(tensor, state[source]):
+                raise ValueError(
+                    f"{name} is not tied to {source} and holds different values, but the architecture ties them "
+                    f"(tie_embeddings); saving would lose {name}. Re-tie it (module.{name} = module.{source})"
+                )
+            continue
+        key = (str(tensor.device), tensor.untyped_storage().data_ptr())
+        if tensor.numel() and key[1]:
+            if key in storages:  # shares memory with a kept tensor the architecture does not tie: copy it
+                tensor = tensor.clone(memory_format=torch.contiguous_format)
+            else:
+                storages[key] = name
+        out[name] = tensor.contiguous()
+    return out
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (
+        a.device == b.device
+        and a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        and a.storage_offset() == b.storage_offset()
+    )
+
+
+def _write_weights(root: Path, tensors: dict[str, torch.Tensor], max_shard_bytes: int | None) -> list[str]:
+    """Write one file, or shards plus the index; return the relative paths written."""
+    sizes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    total = sum(sizes.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        save_file(tensors, str(root / WEIGHTS_NAME), metadata=_METADATA)
+        return [WEIGHTS_NAME]
+    shards: list[list[str]] = [[]]
+    used = 0
+    for name, size in sizes.items():
+        if shards[-1] and used + size > max_shard_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += size
+    n = len(shards)
+    names = [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    weight_map = {}
+    for file, members in zip(names, shards, strict=True):
+        save_file({k: tensors[k] for k in members}, str(root / file), metadata=_METADATA)
+        weight_map.update(dict.fromkeys(members, file))
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    atomic_write_text(root / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+    return [*names, INDEX_NAME]
+
+
+# -------------------------------------------------------------------------------------------------------- load
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    verify: bool = True,
+) -> nn.Module:
+    """Load a checkpoint directory written by :func:`save_checkpoint`; return the model in eval mode.
+
+    With ``verify`` (the default) the manifest is checked first, and any missing, truncated, altered or
+    unlisted file raises :class:`CheckpointError` before a tensor is read. Tensor names and shapes are then
+    checked against the model ``config.json`` builds. ``dtype`` casts floating tensors after loading; without
+    it they keep the dtype they were saved in.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise CheckpointError(f"{root}: no such checkpoint directory")
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory; a checkpoint is a directory holding {CONFIG_NAME}", root)
+    if verify and (problems := verify_manifest(root)):
+        raise CheckpointError(problems, root)
+    if not (root / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{CONFIG_NAME}: missing; cannot tell which model to build", root)
+    try:
+        cfg = load_config(root / CONFIG_NAME, kind="model")
+    except ConfigError as exc:
+        raise CheckpointError(f"{CONFIG_NAME}: {exc}", root) from None
+
+    model = build(cfg, device="meta")
+    aliases = tied_aliases(model)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in aliases}
+    files = _weight_files(root)
+    found = _check_headers(root, files, expected, aliases)
+
+    state: dict[str, torch.Tensor] = {}
+    dev = str(torch.device(device))
+    for file in found:
+        try:
+            state.update(load_file(str(root / file), device=dev))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(f"{file}: could not read tensors ({exc})", root) from None
+    model.load_state_dict(state, strict=False, assign=True)  # names and shapes were checked above
+    for alias, source in aliases.items():
+        owner_name, _, leaf = alias.rpartition(".")
+        setattr(model.get_submodule(owner_name), leaf, _tensor_at(model, source))
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise CheckpointError([f"{n}: not restored by the checkpoint (still on the meta device)" for n in left], root)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def _tensor_at(model: nn.Module, name: str) -> torch.Tensor:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    return owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf]
+
+
+def _weight_files(root: Path) -> dict[str, list[str] | None]:
+    """``{file: tensor names the index assigns to it}`` (``None`` for the unsharded single file)."""
+    index_path, single = root / INDEX_NAME, root / WEIGHTS_NAME
+    if index_path.is_file() and single.is_file():
+        raise CheckpointError(f"both {WEIGHTS_NAME} and {INDEX_NAME} are present; which weights to load is ambiguous")
+    if not index_path.is_file():
+        if not single.is_file():
+            raise CheckpointError(f"{WEIGHTS_NAME}: missing (and no {INDEX_NAME}); the checkpoint has no weights", root)
+        return {WEIGHTS_NAME: None}
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{INDEX_NAME}: malformed, not valid JSON ({exc})", root) from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{INDEX_NAME}: malformed, expected a 'weight_map' of tensor name -> file", root)
+    files: dict[str, list[str]] = {}
+    for name, file in weight_map.items():
+        files.setdefault(file, []).append(name)
+    problems = []
+    for file in sorted(files):
+        if "/" in file or "\\" in file or file in ("", ".", ".."):
+            problems.append(f"{INDEX_NAME}: weight_map names {file!r}, which is not a file of this directory")
+        elif not (root / file).is_file():
+            problems.append(f"{file}: missing (named by {INDEX_NAME} for {len(files[file])} tensors)")
+    if problems:
+        raise CheckpointError(problems, root)
+    return files
+
+
+def _check_headers(
+    root: Path, files: dict[str, list[str] | None], expected: dict[str, tuple[int, ...]], aliases: dict[str, str]
+) -> list[str]:
+    """Read only the safetensors headers and compare names and shapes with the model; return the files."""
+    problems: list[str] = []
+    where: dict[str, str] = {}
+    unreadable = False
+    for file, indexed in files.items():
+        try:
+            with safe_open(str(root / file), framework="pt", device="cpu") as fh:
+                shapes = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            problems.append(f"{file}: not a readable safetensors file ({exc})")
+            unreadable = True
+            continue
+        if indexed is not None:
+            for name in sorted(set(indexed) - set(shapes)):
+                problems.append(f"{file}: lacks tensor {name!r}, which {INDEX_NAME} places in it")
+            for name in sorted(set(shapes) - set(indexed)):
+                problems.append(f"{file}: holds tensor {name!r}, which {INDEX_NAME} does not place in it")
+        for name, shape in shapes.items():
+            if name in where:
+                problems.append(f"{file}: tensor {name!r} is also stored in {where[name]}")
+                continue
+            where[name] = file
+            if name in aliases:
+                problems.append(f"{file}: unexpected tensor {name!r}; the config ties it to {aliases[name]!r}")
+            elif name not in expected:
+                problems.append(f"{file}: unexpected tensor {name!r}; the model built from {CONFIG_NAME} has none")
+            elif shape != expected[name]:
+                problems.append(
+                    f"{file}: tensor {name!r} has shape {list(shape)}, the model built from {CONFIG_NAME} expects "
+                    f"{list(expected[name])}"
+                )
+    if not unreadable:  # an unreadable file's tensors are not known to be missing
+        searched = f"any of the {len(files)} shards of {INDEX_NAME}" if len(files) > 1 else next(iter(files))
+        for name in sorted(set(expected) - set(where)):
+            problems.append(f"missing tensor {name!r} (shape {list(expected[name])}): not in {searched}")
+    if problems:
+        raise CheckpointError(problems, root)
+    return list(files)

@@ -1,0 +1,112 @@
+"""DecoderLM: a decoder-only language model assembled from a ModelConfig.
+
+Covers the GPT style (LayerNorm, GELU, learned or sinusoidal positions, biases, tied embeddings) and the
+Llama style (RMSNorm, SwiGLU, GQA, RoPE, no biases) with one forward path::
+
+    ids (B, T) -> tok_embeddings -> positions -> dropout -> [block] x L -> norm -> lm_head -> logits (B, T, V)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attn.kv_cache import StaticKVCache
+from blocks.block import build_block
+from blocks.norms import build_norm
+from model.positions import build_positions
+from specs.model_config import ModelConfig
+from specs.tensor_spec import TensorSpec
+from tensor.init import init_normal_, residual_std
+
+_IDS = TensorSpec("input_ids", ("B", "T"), dtypes={"int64", "int32"})
+_POSITIONS = TensorSpec("positions", ("B", "T"), dtypes={"int64", "int32"})
+
+
+class DecoderLM(nn.Module):
+    """Implements :class:`specs.CausalLM` and :class:`specs.ParallelizableModel`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.d_model)
+        self.positions = build_positions(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(build_block(config, i) for i in range(config.n_layers))
+        self.norm = build_norm(config) if config.final_norm else nn.Identity()
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the head's weight with the token embeddings when the config says so. Materialising from the
+        meta device (``to_empty``) gives each module its own tensor, so builders call this again afterwards."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.tok_embeddings.weight
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: StaticKVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        dims = _IDS.check(input_ids)
+        offset = cache.seq_len if cache is not None else 0
+        if offset + dims["T"] > self.config.max_seq_len and self.config.positions == "learned":
+            raise ValueError(f"{offset + dims['T']} positions exceed the learned table ({self.config.max_seq_len})")
+        if positions is None:
+            positions = torch.arange(offset, offset + dims["T"], device=input_ids.device).expand(dims["B"], -1)
+        _POSITIONS.check(positions, dims)
+        x, rope = self.positions(self.tok_embeddings(input_ids), positions)
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, rope=rope, allow_mask=attn_mask, cache=cache, q_offset=offset)
+        return self.lm_head(self.norm(x))
+
+    def new_cache(
+        self, batch: int, max_len: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> StaticKVCache:
+        reference = self.lm_head.weight
+        return StaticKVCache(
+            n_layers=self.config.n_layers,
+            batch=batch,
+            n_kv_heads=self.config.attention.kv_heads,
+            head_dim=self.config.head_dim,
+            max_len=max_len,
+            dtype=dtype or reference.dtype,
+            device=device or reference.device,
+        )
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        return {}  # dense layers have no auxiliary objectives
+
+    def fsdp_units(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def tp_plan(self) -> dict[str, str]:
+        return {
+            "layers.*.attn.wq": "colwise",
+            "layers.*.attn.wk": "colwise",
+            "layers.*.attn.wv": "colwise",
+            "layers.*.attn.wo": "rowwise",
+            "layers.*.mlp.w1": "colwise",
+            "layers.*.mlp.w3": "colwise",
+            "layers.*.mlp.w2": "rowwise",
+            "layers.*.mlp.fc": "colwise",
+            "layers.*.mlp.proj": "rowwise",
+        }
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """GPT-2 initialisation: N(0, init_std) for weights, zero biases, unit norms, and the projections that
+        write into the residual stream scaled by ``1 / sqrt(2 * n_layers)``."""
+        std = self.config.init_std
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                writes_residual = name.endswith((".wo", ".w2", ".proj"))
+                init_normal_(module.weight, residual_std(std, self.config.n_layers) if writes_residual else std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif hasattr(module, "reset_parameters"):
+                module.reset_parameters()  # norms: unit scale, zero bias

@@ -1,0 +1,214 @@
+"""The Llama family of Hugging Face ``transformers``: ``config.json`` <-> :class:`ModelConfig`, and tensor names.
+
+``LlamaForCausalLM`` is a pre-norm decoder with RMSNorm, SwiGLU (``silu``), RoPE in the rotate-half layout our
+attention uses (so q/k need no permutation) and MHA/GQA/MQA. Both config dialects are read: 4.x writes
+``rope_theta`` and ``rope_scaling`` at the top level, 5.x nests them in ``rope_parameters`` (and names the dtype
+``dtype`` rather than ``torch_dtype``). Exported configs carry both dialects.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from specs.config_io import from_dict
+from specs.model_config import ModelConfig
+
+# Our names -> Hugging Face names. Layer entries are relative to ``layers.{i}.`` / ``model.layers.{i}.``.
+_GLOBAL = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+_LAYER = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    **{
+        f"attn.w{ours}.{kind}": f"self_attn.{hf}_proj.{kind}"
+        for ours, hf in (("q", "q"), ("k", "k"), ("v", "v"), ("o", "o"))
+        for kind in ("weight", "bias")
+    },
+    **{
+        f"mlp.{ours}.{kind}": f"mlp.{hf}_proj.{kind}"
+        for ours, hf in (("w1", "gate"), ("w3", "up"), ("w2", "down"))
+        for kind in ("weight", "bias")
+    },
+}
+_OUR_LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")
+_DERIVED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")  # buffers some old checkpoints saved
+
+ROPE_TYPES = ("default", "linear")
+# LlamaConfig's defaults, for keys a config.json may leave out.
+_DEFAULTS = {
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "rope_theta": 10000.0,
+}
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+class LlamaFamily:
+    """``model_type: llama`` (``LlamaForCausalLM``)."""
+
+    model_type = "llama"
+    architecture = "LlamaForCausalLM"
+
+    # ------------------------------------------------------------------------------------------------- import
+
+    def config_from_hf(self, hf: dict[str, Any], *, name: str, dtype: str) -> ModelConfig:
+        """Our config for a Llama ``config.json``; every key it cannot honour is named in one ``ValueError``."""
+        missing = [key for key in _REQUIRED if hf.get(key) is None]
+        if missing:
+            raise ValueError(f"Llama config.json lacks required keys: {', '.join(missing)}")
+        get = {**_DEFAULTS, **{k: v for k, v in hf.items() if v is not None}}.get
+        problems = []
+        if get("hidden_act") != "silu":
+            problems.append(f"hidden_act {get('hidden_act')!r} is not supported (Llama SwiGLU needs 'silu')")
+        if get("partial_rotary_factor", 1.0) != 1.0:
+            problems.append(f"partial_rotary_factor {get('partial_rotary_factor')} is not supported (only 1.0)")
+        rope_type, theta, factor = _read_rope(hf)
+        if rope_type not in ROPE_TYPES:
+            problems.append(
+                f"RoPE type {rope_type!r} is not implemented; supported rope types: {', '.join(ROPE_TYPES)}"
+            )
+        if problems:
+            raise ValueError("cannot import this Llama checkpoint:\n  " + "\n  ".join(problems))
+
+        d_model, n_heads = get("hidden_size"), get("num_attention_heads")
+        head_dim = get("head_dim")
+        attention = {
+            "n_heads": n_heads,
+            "n_kv_heads": get("num_key_value_heads", n_heads),
+            "bias": get("attention_bias"),
+            "dropout": float(get("attention_dropout")),
+        }
+        if head_dim is not None and (d_model % n_heads or head_dim != d_model // n_heads):
+            attention["head_dim"] = head_dim
+        rope = {"theta": float(theta)}
+        if rope_type == "linear":
+            rope.update(scaling="linear", factor=float(factor))
+        data = {
+            "kind": ModelConfig.KIND,
+            "version": ModelConfig.VERSION,
+            "name": name,
+            "architecture": "decoder",
+            "vocab_size": get("vocab_size"),
+            "d_model": d_model,
+            "n_layers": get("num_hidden_layers"),
+            "max_seq_len": get("max_position_embeddings"),
+            "attention": attention,
+            "mlp": {"kind": "swiglu", "hidden": get("intermediate_size"), "bias": get("mlp_bias")},
+            "positions": "rope",
+            "rope": rope,
+            "norm": "rmsnorm",
+            "norm_eps": float(get("rms_norm_eps")),
+            "residual": "pre",
+            "final_norm": True,
+            "tie_embeddings": get("tie_word_embeddings"),
+            "init_std": float(get("initializer_range")),
+            "dtype": dtype,
+        }
+        return from_dict(data, kind="model", source="Hugging Face config.json")
+
+    def ignored(self, hf_name: str, cfg: ModelConfig) -> bool:
+        """Tensors a checkpoint may hold that we derive instead (HF ignores them too)."""
+        return bool(_DERIVED.fullmatch(hf_name)) or (cfg.tie_embeddings and hf_name == "lm_head.weight")
+
+    # ------------------------------------------------------------------------------------------------- export
+
+    def export_problems(self, cfg: ModelConfig) -> list[str]:
+        """Why ``LlamaForCausalLM`` cannot express ``cfg`` (empty when it can)."""
+        problems = []
+        if cfg.architecture != "decoder":
+            problems.append(f"architecture is {cfg.architecture!r}; Llama is a decoder")
+        if cfg.positions != "rope":
+            problems.append(f"positions is {cfg.positions!r}; Llama uses 'rope'")
+        elif cfg.rope.scaling not in ("none", "linear"):
+            problems.append(f"rope.scaling is {cfg.rope.scaling!r}; Llama expresses only 'none' and 'linear'")
+        if cfg.norm != "rmsnorm":
+            problems.append(f"norm is {cfg.norm!r}; Llama uses 'rmsnorm'")
+        if cfg.mlp.kind != "swiglu":
+            problems.append(f"mlp.kind is {cfg.mlp.kind!r}; Llama uses 'swiglu'")
+        if cfg.residual != "pre":
+            problems.append(f"residual is {cfg.residual!r}; Llama is pre-norm")
+        if not cfg.final_norm:
+            problems.append("final_norm is false; Llama always norms before the head")
+        if cfg.attention.qk_norm:
+            problems.append("attention.qk_norm is set; Llama has no QK-norm")
+        if cfg.attention.softcap is not None:
+            problems.append(f"attention.softcap is {cfg.attention.softcap}; Llama has no logit soft-capping")
+        if cfg.attention.window is not None:
+            problems.append(f"attention.window is {cfg.attention.window}; Llama has no sliding window")
+        return problems
+
+    def hf_config(self, cfg: ModelConfig, *, dtype: str) -> dict[str, Any]:
+        """``config.json`` for ``LlamaForCausalLM``, readable by transformers 4.x and 5.x."""
+        linear = cfg.rope.scaling == "linear"
+        rope_parameters = {"rope_type": "linear" if linear else "default", "rope_theta": cfg.rope.theta}
+        if linear:
+            rope_parameters["factor"] = cfg.rope.factor
+        return {
+            "architectures": [self.architecture],
+            "model_type": self.model_type,
+            "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.d_model,
+            "intermediate_size": cfg.mlp_hidden,
+            "num_hidden_layers": cfg.n_layers,
+            "num_attention_heads": cfg.attention.n_heads,
+            "num_key_value_heads": cfg.attention.kv_heads,
+            "head_dim": cfg.head_dim,
+            "hidden_act": "silu",
+            "max_position_embeddings": cfg.max_seq_len,
+            "rms_norm_eps": cfg.norm_eps,
+            "initializer_range": cfg.init_std,
+            "tie_word_embeddings": cfg.tie_embeddings,
+            "attention_bias": cfg.attention.bias,
+            "attention_dropout": cfg.attention.dropout,
+            "mlp_bias": cfg.mlp.bias,
+            "pretraining_tp": 1,
+            # 4.x reads rope_theta + rope_scaling; 5.x reads rope_parameters (and lets rope_scaling override it,
+            # which is consistent here).
+            "rope_theta": cfg.rope.theta,
+            "rope_scaling": {"rope_type": "linear", "factor": cfg.rope.factor} if linear else None,
+            "rope_parameters": rope_parameters,
+            "bos_token_id": None,
+            "eos_token_id": None,
+            "pad_token_id": None,
+            "use_cache": True,
+            "torch_dtype": dtype,  # 4.x
+            "dtype": dtype,  # 5.x
+        }
+
+    # -------------------------------------------------------------------------------------------------- names
+
+    def hf_name(self, name: str, cfg: ModelConfig) -> str | None:
+        """The Hugging Face name of our tensor ``name`` (``None``: Llama has none). Under tied embeddings the
+        head maps to the embedding, so both of our names share one stored tensor."""
+        if name == "lm_head.weight" and cfg.tie_embeddings:
+            return _GLOBAL["tok_embeddings.weight"]
+        if name in _GLOBAL:
+            return _GLOBAL[name]
+        match = _OUR_LAYER_NAME.fullmatch(name)
+        if match and match.group(2) in _LAYER:
+            return f"model.layers.{match.group(1)}.{_LAYER[match.group(2)]}"
+        return None
+
+
+def _read_rope(hf: dict[str, Any]) -> tuple[str, float, float]:
+    """``(rope_type, theta, factor)`` from either dialect. As in transformers 5.x, a ``rope_scaling`` mapping
+    takes precedence over ``rope_parameters``, and a ``rope_theta`` inside the mapping over the top-level one."""
+    params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"rope parameters must be a mapping, got {params!r}")
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    theta = params.get("rope_theta", hf.get("rope_theta", _DEFAULTS["rope_theta"]))
+    factor = params.get("factor", 1.0)
+    if rope_type == "linear" and "factor" not in params:
+        raise ValueError("linear RoPE scaling needs a 'factor'")
+    return rope_type, theta or _DEFAULTS["rope_theta"], factor

@@ -1,0 +1,59 @@
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s perf``, ``nox -s example``.
+
+Each session builds its own virtual environment under ``.nox/``. torch is pinned first, to the same 2.13.0
+that ``.ci/run`` and the README install, so that ``pip install -e .`` finds ``torch>=2.6`` already met and
+doesn't fetch another build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+
+TORCH = "torch==2.13.0"
+
+
+def _install(session: nox.Session, extras: str = "dev") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, run with the README's test command (extra arguments go to pytest)."""
+    _install(session)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, then the import-linter contracts (lint-imports puts the repo root on sys.path itself)."""
+    session.install("ruff", "import-linter")
+    session.run("ruff", "check", ".")
+    session.run("lint-imports", "--no-cache")
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """pytest-benchmark microbenchmarks in ``benchmarks/``; kept out of the test suite."""
+    _install(session)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "benchmarks",
+        "--benchmark-only",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+        *session.posargs,
+    )
+
+
+@nox.session
+def example(session: nox.Session) -> None:
+    """The end-to-end example from the README's Quickstart."""
+    _install(session)
+    session.run("python", "examples/example.py", *session.posargs)

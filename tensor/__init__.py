@@ -1,0 +1,48 @@
+"""tensor: stateless numerics for the lmplanes compute spine.
+
+Functions only, no modules and no state: boolean allow masks and their algebra (SDPA semantics, True = may
+attend), rotary embeddings with linear/NTK scaling, sinusoidal positions, ALiBi, soft-capping, RMS norm,
+drop-path and weight initialisers. Imports ``torch`` and ``specs`` only.
+
+Position convention shared with ``specs.attention``: query ``i`` is at ``q_offset + i``, key ``j`` at ``j``.
+"""
+
+from tensor.alibi import alibi_bias, alibi_slopes
+from tensor.init import init_normal_, init_trunc_normal_, init_zeros_, residual_std
+from tensor.masks import (
+    causal_mask,
+    combine_masks,
+    document_mask,
+    padding_mask,
+    structural_mask,
+    to_additive_bias,
+    window_mask,
+)
+from tensor.ops import drop_path, rms_norm, softcap
+from tensor.positions import sinusoidal_positions
+from tensor.rope import ROPE_SCALINGS, apply_rope, rope_cos_sin, rope_inv_freq, rotate_half
+
+__all__ = [
+    "ROPE_SCALINGS",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
+    "causal_mask",
+    "combine_masks",
+    "document_mask",
+    "drop_path",
+    "init_normal_",
+    "init_trunc_normal_",
+    "init_zeros_",
+    "padding_mask",
+    "residual_std",
+    "rms_norm",
+    "rope_cos_sin",
+    "rope_inv_freq",
+    "rotate_half",
+    "sinusoidal_positions",
+    "softcap",
+    "structural_mask",
+    "to_additive_bias",
+    "window_mask",
+]

@@ -1,0 +1,126 @@
+"""Boolean allow masks and their algebra, with PyTorch SDPA semantics: ``True`` = the query may attend.
+
+Positions follow ``specs.attention``: query ``i`` sits at absolute position ``q_offset + i`` and key ``j`` at
+position ``j``. With ``q_offset == Tk - Tq`` the queries are the last ``Tq`` tokens of the key sequence
+(bottom-right alignment), which is what decoding against a KV cache needs; SDPA's own ``is_causal`` is the
+``q_offset == 0`` (top-left) case.
+
+Every mask broadcasts to ``(B, H, Tq, Tk)``: structural masks are ``(Tq, Tk)``, per-batch masks carry
+singleton head (and query) axes, so ``combine_masks`` can AND any of them together.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+
+def _query_key_positions(tq: int, tk: int, q_offset: int, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
+    """Absolute positions as a broadcastable pair: queries ``(Tq, 1)``, keys ``(Tk,)``."""
+    if tq < 0 or tk < 0:
+        raise ValueError(f"tq and tk must be >= 0, got tq={tq}, tk={tk}")
+    if q_offset < 0:
+        raise ValueError(f"q_offset must be >= 0, got {q_offset}")
+    q_pos = torch.arange(q_offset, q_offset + tq, device=device).unsqueeze(-1)
+    k_pos = torch.arange(tk, device=device)
+    return q_pos, k_pos
+
+
+def causal_mask(tq: int, tk: int, *, q_offset: int = 0, device: torch.device | str | None = None) -> Tensor:
+    """``(Tq, Tk)`` bool: key ``j`` is allowed for query ``i`` iff ``j <= q_offset + i``."""
+    q_pos, k_pos = _query_key_positions(tq, tk, q_offset, device)
+    return k_pos <= q_pos
+
+
+def window_mask(
+    tq: int,
+    tk: int,
+    window: int,
+    *,
+    q_offset: int = 0,
+    causal: bool = True,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``(Tq, Tk)`` bool sliding-window mask: a query sees ``window`` keys, itself included.
+
+    With ``p = q_offset + i``: allowed iff ``p - window < j``, and ``j <= p`` when ``causal``; otherwise the
+    band is symmetric, ``j < p + window``.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    q_pos, k_pos = _query_key_positions(tq, tk, q_offset, device)
+    allowed = k_pos > q_pos - window
+    upper = k_pos <= q_pos if causal else k_pos < q_pos + window
+    return allowed & upper
+
+
+def structural_mask(
+    tq: int,
+    tk: int,
+    *,
+    causal: bool,
+    window: int | None,
+    q_offset: int = 0,
+    device: torch.device | str | None = None,
+) -> Tensor | None:
+    """The ``(Tq, Tk)`` mask implied by ``causal`` and ``window``, or ``None`` when neither restricts anything."""
+    if window is not None:
+        return window_mask(tq, tk, window, q_offset=q_offset, causal=causal, device=device)
+    if causal:
+        return causal_mask(tq, tk, q_offset=q_offset, device=device)
+    return None
+
+
+def padding_mask(key_padding_mask: Tensor) -> Tensor:
+    """``(B, Tk)`` bool with ``True`` = padding (the ``specs.Batch`` convention) -> ``(B, 1, 1, Tk)`` allow mask.
+
+    The polarity flips here, once: everything downstream speaks "allow".
+    """
+    if key_padding_mask.dtype != torch.bool or key_padding_mask.dim() != 2:
+        raise ValueError(
+            f"key_padding_mask must be a (B, Tk) bool tensor, got {key_padding_mask.dtype} of shape "
+            f"{list(key_padding_mask.shape)}"
+        )
+    return (~key_padding_mask)[:, None, None, :]
+
+
+def document_mask(q_document_ids: Tensor, k_document_ids: Tensor | None = None) -> Tensor:
+    """``(B, 1, Tq, Tk)`` allow mask for packed sequences: a query attends only to keys of its own document.
+
+    ``q_document_ids`` is ``(B, Tq)`` and ``k_document_ids`` ``(B, Tk)`` (defaults to the query ids, i.e.
+    self-attention). Combine with ``causal_mask`` for causal packing.
+    """
+    k_document_ids = q_document_ids if k_document_ids is None else k_document_ids
+    if q_document_ids.dim() != 2 or k_document_ids.dim() != 2:
+        raise ValueError(
+            f"document ids must be (B, T), got {list(q_document_ids.shape)} and {list(k_document_ids.shape)}"
+        )
+    return q_document_ids[:, None, :, None] == k_document_ids[:, None, None, :]
+
+
+def combine_masks(*masks: Tensor | None) -> Tensor | None:
+    """Logical AND of allow masks with broadcasting; ``None`` (no restriction) is skipped.
+
+    Returns ``None`` when every argument is ``None``, so callers can hand the result straight to a kernel.
+    """
+    present = [m for m in masks if m is not None]
+    for mask in present:
+        # Additive float masks have the opposite meaning of "nonzero"; refuse them rather than guess.
+        if mask.dtype != torch.bool:
+            raise TypeError(f"allow masks must be bool (True = may attend), got {mask.dtype}")
+    if not present:
+        return None
+    return functools.reduce(torch.logical_and, present)
+
+
+def to_additive_bias(mask: Tensor, dtype: torch.dtype = torch.float32, *, fill: float = float("-inf")) -> Tensor:
+    """Additive attention bias from an allow mask: ``0`` where allowed, ``fill`` where not.
+
+    ``-inf`` makes a disallowed logit vanish exactly under softmax; pass a large finite ``fill`` (e.g.
+    ``torch.finfo(dtype).min``) when a fully masked row must stay NaN-free.
+    """
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be bool (True = may attend), got {mask.dtype}")
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, fill)

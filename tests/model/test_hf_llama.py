@@ -1,0 +1,312 @@
+"""Hugging Face Llama interop, checked against ``transformers`` itself on the same weights (fp32, eager)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import model
+import specs
+from model.hf import from_hf, to_hf
+
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-5
+TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=176,
+    vocab_size=256,
+    max_position_embeddings=128,
+)
+
+
+@torch.no_grad()
+def _perturb_(module: torch.nn.Module, seed: int) -> None:
+    """Move every parameter off its initial value (unit norms, zero biases) so each one is exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+
+
+def _hf_model(**overrides) -> torch.nn.Module:
+    cfg = transformers.LlamaConfig(**{**TINY, **overrides}, attn_implementation="eager")
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(cfg).to(torch.float32)
+    _perturb_(hf, seed=1)
+    return hf.eval()
+
+
+def _load_hf(path: Path) -> torch.nn.Module:
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(
+        path, output_loading_info=True, dtype=torch.float32, attn_implementation="eager"
+    )
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        assert not info[key], (key, info[key])
+    return hf.eval()
+
+
+def _ids(seed: int = 2, batch: int = 2, seq: int = 16) -> torch.Tensor:
+    return torch.randint(0, TINY["vocab_size"], (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def _max_diff(ours: torch.nn.Module, hf: torch.nn.Module, ids: torch.Tensor, label: str) -> float:
+    with torch.no_grad():
+        diff = (ours(ids) - hf(ids).logits).abs().max().item()
+    print(f"{label}: max abs logit diff {diff:.3e}")
+    return diff
+
+
+# ------------------------------------------------------------------------------------------------------- import
+
+IMPORT_CASES = {
+    "gqa": dict(num_key_value_heads=2),
+    "mha": dict(num_key_value_heads=4),
+    "mqa": dict(num_key_value_heads=1),
+    "gqa-tied": dict(num_key_value_heads=2, tie_word_embeddings=True),
+    "mha-tied": dict(num_key_value_heads=4, tie_word_embeddings=True),
+    "rope-theta": dict(num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+    "rope-linear": dict(
+        num_key_value_heads=2, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    ),
+    "attention-bias": dict(num_key_value_heads=2, attention_bias=True),
+    "mlp-bias-eps": dict(num_key_value_heads=1, mlp_bias=True, rms_norm_eps=1e-5),
+    "head-dim-32": dict(num_key_value_heads=2, head_dim=32),
+}
+
+
+@pytest.mark.parametrize("case", IMPORT_CASES)
+def test_from_hf_matches_transformers(case, tmp_path):
+    overrides = IMPORT_CASES[case]
+    hf = _hf_model(**overrides)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = from_hf(tmp_path)
+    assert not ours.training
+    cfg = ours.config
+    assert cfg.attention.kv_heads == overrides["num_key_value_heads"]
+    assert cfg.tie_embeddings == overrides.get("tie_word_embeddings", False)
+    if overrides.get("tie_word_embeddings"):
+        assert ours.lm_head.weight is ours.tok_embeddings.weight
+        assert "lm_head.weight" not in load_file(tmp_path / "model.safetensors")
+    if "rope_parameters" in overrides:
+        rope = overrides["rope_parameters"]
+        assert cfg.rope.theta == rope["rope_theta"]
+        assert (cfg.rope.scaling, cfg.rope.factor) == (
+            ("linear", 2.0) if rope["rope_type"] == "linear" else ("none", 1.0)
+        )
+    assert _max_diff(ours, hf, _ids(), case) <= TOL
+
+
+def test_from_hf_sharded(tmp_path):
+    hf = _hf_model(num_key_value_heads=2)
+    hf.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 1
+    assert _max_diff(from_hf(tmp_path), hf, _ids(), "sharded") <= TOL
+
+
+def test_from_hf_dtype_and_device(tmp_path):
+    hf = _hf_model(num_key_value_heads=2)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = from_hf(tmp_path, dtype=torch.bfloat16, device="cpu")
+    assert ours.config.dtype == "bfloat16"
+    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
+    assert {p.device.type for p in ours.parameters()} == {"cpu"}
+
+
+def test_imported_model_decodes_incrementally_like_hf_full_forward(tmp_path):
+    hf = _hf_model(num_key_value_heads=2)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = from_hf(tmp_path)
+    ids = _ids(seed=3, batch=2, seq=12)
+    with torch.no_grad():
+        reference = hf(ids).logits
+        cache = ours.new_cache(2, 12)
+        steps = [ours(ids[:, :8], cache=cache)]
+        for t in range(8, 12):
+            steps.append(ours(ids[:, t : t + 1], cache=cache))
+    diffs = [(steps[0] - reference[:, :8]).abs().max().item()]
+    diffs += [(step[:, 0] - reference[:, 8 + i]).abs().max().item() for i, step in enumerate(steps[1:])]
+    print(f"incremental decode: max abs logit diffs per step {[f'{d:.3e}' for d in diffs]}")
+    assert max(diffs) <= TOL
+
+
+# ------------------------------------------------------------------------------------------------------- export
+
+EXPORT_CASES = {
+    "llama-tiny": [],
+    "llama-tiny-tied": ["tie_embeddings=true"],
+    "llama-tiny-linear-bias": [
+        "rope.scaling=linear",
+        "rope.factor=2.0",
+        "rope.theta=500000.0",
+        "attention.bias=true",
+        "mlp.bias=true",
+        "attention.n_kv_heads=1",
+    ],
+}
+
+
+@pytest.mark.parametrize("case", EXPORT_CASES)
+def test_to_hf_loads_in_transformers(case, tmp_path):
+    cfg = specs.apply_overrides(specs.load_config("llama-tiny"), EXPORT_CASES[case])
+    torch.manual_seed(0)
+    ours = model.build(cfg)
+    assert (ours.lm_head.weight is ours.tok_embeddings.weight) == cfg.tie_embeddings
+    _perturb_(ours, seed=4)
+    ours.eval()
+    out = to_hf(ours, tmp_path / "hf")
+    assert out == tmp_path / "hf"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
+        assert fh.metadata() == {"format": "pt"}
+        assert ("lm_head.weight" in fh.keys()) == (not cfg.tie_embeddings)
+    written = json.loads((out / "config.json").read_text())
+    assert written["architectures"] == ["LlamaForCausalLM"] and written["model_type"] == "llama"
+    assert written["rope_theta"] == cfg.rope.theta == written["rope_parameters"]["rope_theta"]
+
+    hf = _load_hf(out)
+    assert hf.config.tie_word_embeddings == cfg.tie_embeddings
+    assert _max_diff(ours, hf, _ids(), f"to_hf {case}") <= TOL
+
+    back = from_hf(out)  # and our own import of our export restores the config and the weights
+    strip = {"name"}
+    assert {k: v for k, v in specs.to_dict(back.config).items() if k not in strip} == {
+        k: v for k, v in specs.to_dict(cfg).items() if k not in strip
+    }
+    for (name, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_to_hf_refuses_to_overwrite_unless_asked(tmp_path):
+    ours = model.build(specs.load_config("llama-tiny"))
+    to_hf(ours, tmp_path / "hf")
+    with pytest.raises(FileExistsError):
+        to_hf(ours, tmp_path / "hf")
+    to_hf(ours, tmp_path / "hf", overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+def test_to_hf_lists_every_reason_a_model_is_not_llama(tmp_path):
+    ours = model.build(specs.load_config("gpt-shakespeare-char"))
+    with pytest.raises(ValueError) as err:
+        to_hf(ours, tmp_path / "hf")
+    message = str(err.value)
+    for reason in ("positions is 'learned'", "norm is 'layernorm'", "mlp.kind is 'gelu'"):
+        assert reason in message
+    assert not (tmp_path / "hf").exists()
+
+
+def test_to_hf_rejects_qk_norm_softcap_window_post_norm(tmp_path):
+    cfg = specs.apply_overrides(
+        specs.load_config("llama-tiny"),
+        [
+            "attention.qk_norm=true",
+            "attention.softcap=30.0",
+            "attention.window=16",
+            "residual=post",
+            "rope.scaling=ntk",
+            "rope.factor=2.0",
+        ],
+    )
+    with pytest.raises(ValueError) as err:
+        to_hf(model.build(cfg), tmp_path / "hf")
+    for field in ("qk_norm", "softcap", "window", "residual", "rope.scaling"):
+        assert field in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("hf")
+    _hf_model(num_key_value_heads=2).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def _copy(src: Path, dst: Path, config_edit=None, tensors_edit=None) -> Path:
+    dst.mkdir()
+    config = json.loads((src / "config.json").read_text())
+    if config_edit:
+        config_edit(config)
+    (dst / "config.json").write_text(json.dumps(config))
+    tensors = load_file(src / "model.safetensors")
+    if tensors_edit:
+        tensors_edit(tensors)
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def test_unknown_model_type(saved, tmp_path):
+    path = _copy(saved, tmp_path / "x", config_edit=lambda c: c.update(model_type="gpt2"))
+    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*supported: llama"):
+        from_hf(path)
+
+
+@pytest.mark.parametrize("rope_type", ["dynamic", "yarn", "llama3"])
+def test_unsupported_rope_type(saved, tmp_path, rope_type):
+    def edit(config):
+        config["rope_parameters"] = {"rope_type": rope_type, "rope_theta": 10000.0, "factor": 2.0}
+
+    path = _copy(saved, tmp_path / "x", config_edit=edit)
+    with pytest.raises(ValueError, match=rf"RoPE type '{rope_type}' is not implemented"):
+        from_hf(path)
+
+
+def test_legacy_4x_rope_fields(saved, tmp_path):
+    def edit(config):
+        del config["rope_parameters"]
+        config.update(rope_theta=250000.0, rope_scaling={"type": "linear", "factor": 4.0})
+
+    cfg = from_hf(_copy(saved, tmp_path / "x", config_edit=edit)).config
+    assert (cfg.rope.theta, cfg.rope.scaling, cfg.rope.factor) == (250000.0, "linear", 4.0)
+
+
+def test_hidden_act_must_be_silu(saved, tmp_path):
+    path = _copy(saved, tmp_path / "x", config_edit=lambda c: c.update(hidden_act="gelu"))
+    with pytest.raises(ValueError, match="hidden_act 'gelu'"):
+        from_hf(path)
+
+
+def test_missing_unexpected_and_misshapen_tensors_are_named(saved, tmp_path):
+    def edit(tensors):
+        del tensors["model.layers.1.mlp.up_proj.weight"]
+        tensors["model.layers.0.self_attn.extra.weight"] = torch.zeros(2)
+        tensors["model.norm.weight"] = torch.ones(65)
+
+    with pytest.raises(ValueError) as err:
+        from_hf(_copy(saved, tmp_path / "x", tensors_edit=edit))
+    message = str(err.value)
+    assert "missing tensors: model.layers.1.mlp.up_proj.weight" in message
+    assert "unexpected tensors" in message and "model.layers.0.self_attn.extra.weight" in message
+    assert "model.norm.weight: checkpoint [65], model [64]" in message
+
+
+def test_pickled_checkpoint_is_refused(saved, tmp_path):
+    path = tmp_path / "x"
+    path.mkdir()
+    (path / "config.json").write_text((saved / "config.json").read_text())
+    (path / "pytorch_model.bin").write_bytes(b"not unpickled")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin.*never unpickles"):
+        from_hf(path)
+
+
+def test_tensors_hf_itself_ignores_are_tolerated(tmp_path):
+    """A tied checkpoint that still stores ``lm_head.weight``, and old ``rotary_emb.inv_freq`` buffers."""
+    hf = _hf_model(num_key_value_heads=2, tie_word_embeddings=True)
+    hf.save_pretrained(tmp_path / "src", safe_serialization=True)
+
+    def edit(tensors):
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+        tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+
+    ours = from_hf(_copy(tmp_path / "src", tmp_path / "x", tensors_edit=edit))
+    assert ours.lm_head.weight is ours.tok_embeddings.weight
+    assert _max_diff(ours, hf, _ids(), "tied with stored lm_head") <= TOL
