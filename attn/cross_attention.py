@@ -23,7 +23,8 @@ class CrossAttention(AttentionProjections):
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``memory (B, S, C)`` -> keys and values ``(B, Hkv, S, D)``."""
         _MEMORY.check(memory)
-        return self.split_heads(self.wk(memory), self.n_kv_heads), self.split_heads(self.wv(memory), self.n_kv_heads)
+        k = self.k_norm(self.split_heads(self.wk(memory), self.n_kv_heads))
+        return k, self.split_heads(self.wv(memory), self.n_kv_heads)
 
     def forward(
         self,
@@ -36,7 +37,7 @@ class CrossAttention(AttentionProjections):
         _X.check(x)
         k, v = memory_kv
         call = AttentionCall(
-            q=self.split_heads(self.wq(x), self.n_heads),
+            q=self.q_norm(self.split_heads(self.wq(x), self.n_heads)),
             k=k,
             v=v,
             allow_mask=memory_allow_mask,

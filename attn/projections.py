@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attn.qk_norm import QKNorm
 from specs.model_config import AttentionConfig
 
 
 class AttentionProjections(nn.Module):
-    """``wq``/``wk``/``wv`` into heads, ``wo`` back to the model width. Subclasses define ``forward``."""
+    """``wq``/``wk``/``wv`` into heads, ``wo`` back to the model width, and the optional QK-norm of the
+    query/key heads. Subclasses define ``forward``."""
 
-    def __init__(self, cfg: AttentionConfig, d_model: int) -> None:
+    def __init__(self, cfg: AttentionConfig, d_model: int, *, norm_eps: float = 1e-6) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
@@ -20,6 +22,8 @@ class AttentionProjections(nn.Module):
         self.wk = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
         self.wv = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
         self.wo = nn.Linear(self.n_heads * self.head_dim, d_model, bias=cfg.bias)
+        self.q_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
 
     def split_heads(self, projected: torch.Tensor, n_heads: int) -> torch.Tensor:
         """``(B, T, H * D) -> (B, H, T, D)``."""

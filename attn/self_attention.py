@@ -7,10 +7,8 @@ path whatever back-end runs it.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from attn.projections import AttentionProjections
-from attn.qk_norm import QKNorm
 from kernel.registry import resolve
 from specs.attention import AttentionCall
 from specs.cache import KVCache
@@ -27,11 +25,9 @@ class SelfAttention(AttentionProjections):
     def __init__(
         self, cfg: AttentionConfig, d_model: int, *, layer_idx: int, causal: bool = True, norm_eps: float = 1e-6
     ) -> None:
-        super().__init__(cfg, d_model)
+        super().__init__(cfg, d_model, norm_eps=norm_eps)
         self.layer_idx = layer_idx
         self.causal = causal
-        self.q_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
-        self.k_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
 
     def forward(
         self,

@@ -12,6 +12,7 @@ one kernel inside a ``with`` block and restores the previous behaviour on exit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import statistics
@@ -191,7 +192,10 @@ def _fastest(candidates: list[str], call: AttentionCall, repeats: int = 3) -> st
             times.append(time.perf_counter() - start)
         return statistics.median(times[1:])
 
-    with torch.no_grad():
+    # Timing must not change what the caller computes: no dropout draws, and the RNG state left as it was.
+    call = dataclasses.replace(call, dropout_p=0.0)
+    devices = [call.q.device] if call.q.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
         timings = {name: run_time(_load(name, _KERNELS[name])) for name in candidates}
     return min(timings, key=timings.__getitem__)
 

@@ -20,14 +20,14 @@ def build(
     if cfg.architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {cfg.architecture!r}; known: {', '.join(ARCHITECTURES)}")
     with torch.device("meta"):
-        model = ARCHITECTURES[cfg.architecture](cfg)
+        model = ARCHITECTURES[cfg.architecture](cfg).to(dtype or DTYPES[cfg.dtype])
     if torch.device(device).type == "meta":
         return model
     model = model.to_empty(device=device)
     model.tie_weights()
     if init:
         model.init_weights()
-    return model.to(dtype or DTYPES[cfg.dtype])
+    return model
 
 
 def count_parameters(cfg: ModelConfig) -> int:

@@ -15,6 +15,7 @@ from attn.kv_cache import StaticKVCache
 from blocks.block import build_block
 from blocks.norms import build_norm
 from model.positions import build_positions
+from specs.cache import KVCache
 from specs.model_config import ModelConfig
 from specs.tensor_spec import TensorSpec
 from tensor.init import init_normal_, residual_std
@@ -48,13 +49,11 @@ class DecoderLM(nn.Module):
         input_ids: torch.Tensor,
         *,
         positions: torch.Tensor | None = None,
-        cache: StaticKVCache | None = None,
+        cache: KVCache | None = None,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         dims = _IDS.check(input_ids)
         offset = cache.seq_len if cache is not None else 0
-        if offset + dims["T"] > self.config.max_seq_len and self.config.positions == "learned":
-            raise ValueError(f"{offset + dims['T']} positions exceed the learned table ({self.config.max_seq_len})")
         if positions is None:
             positions = torch.arange(offset, offset + dims["T"], device=input_ids.device).expand(dims["B"], -1)
         _POSITIONS.check(positions, dims)

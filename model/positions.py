@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from specs.model_config import ModelConfig
+from specs.tensor_spec import checks_enabled
 from tensor.positions import sinusoidal_positions
 from tensor.rope import rope_cos_sin, rope_inv_freq
 
@@ -22,6 +23,13 @@ class LearnedPositions(nn.Module):
         self.embedding = nn.Embedding(max_seq_len, d_model)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, Rope]:
+        if checks_enabled():  # reading the max syncs with the device, so it goes with the other checks
+            largest = int(positions.max())
+            if largest >= self.embedding.num_embeddings:
+                raise ValueError(
+                    f"position {largest} is beyond the learned position table (max_seq_len "
+                    f"{self.embedding.num_embeddings})"
+                )
         return x + self.embedding(positions), None
 
 

@@ -73,8 +73,9 @@ def test_matches_reference_with_memory_padding(kernel: str) -> None:
 def test_without_mask_and_mha() -> None:
     layer = _layer(n_kv_heads=4)
     x, memory, _ = _inputs()
-    torch.testing.assert_close(layer(x, layer.project_memory(memory)), reference(layer, x, memory, None),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        layer(x, layer.project_memory(memory)), reference(layer, x, memory, None), atol=ATOL, rtol=0
+    )
 
 
 @torch.no_grad()

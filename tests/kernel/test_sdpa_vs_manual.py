@@ -53,6 +53,7 @@ class Case:
     q_offset: int = 0
     causal: bool = False
     window: int | None = None
+    scale: float | None = None
     allow_mask: torch.Tensor | None = field(default=None, repr=False)
 
 
@@ -76,6 +77,7 @@ def cases(draw) -> Case:
         dtype=draw(st.sampled_from([torch.float32, torch.bfloat16])),
         kind=kind,
         seed=draw(st.integers(0, 2**31 - 1)),
+        scale=draw(st.none() | st.sampled_from([0.1, 0.25])),  # logits of std <= 1.4, as with 1/sqrt(D)
     )
     gen = torch.Generator().manual_seed(case.seed)
     if kind in ("causal", "window", "causal_padding"):
@@ -139,7 +141,9 @@ def assert_close(actual, expected, dtype, what):
 
 def _compare(case: Case):
     q, k, v, grad_out = _tensors(case)
-    kw = dict(allow_mask=case.allow_mask, causal=case.causal, window=case.window, q_offset=case.q_offset)
+    kw = dict(
+        allow_mask=case.allow_mask, causal=case.causal, window=case.window, q_offset=case.q_offset, scale=case.scale
+    )
     expected = run_kernel("manual", q, k, v, grad_out, **kw)
     actual = run_kernel("sdpa", q, k, v, grad_out, **kw)
     for what, a, e in zip(("out", "dq", "dk", "dv"), actual, expected):
