@@ -8,6 +8,7 @@ from model.activation_checkpointing import apply_activation_checkpointing
 from model.build import ARCHITECTURES, build, count_parameters
 from model.card_writer import make_card
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.cpu_inference import enable_onednn_linears
 from model.decoder import DecoderLM
 from model.hf import HF_FAMILIES, from_hf, to_hf
 from model.manifest import CheckpointError, verify_manifest, write_manifest
@@ -20,6 +21,7 @@ __all__ = [
     "apply_activation_checkpointing",
     "build",
     "count_parameters",
+    "enable_onednn_linears",
     "from_hf",
     "load_checkpoint",
     "make_card",
