@@ -4,10 +4,11 @@ cross-attention, and KV-cache implementations of :class:`specs.KVCache`.
 Kernels are resolved by name through :mod:`kernel.registry`; no layer branches on a back-end.
 """
 
+from attn.context import AttentionContext
 from attn.cross_attention import CrossAttention
 from attn.kv_cache import StaticKVCache
 from attn.projections import AttentionProjections
 from attn.qk_norm import QKNorm
 from attn.self_attention import SelfAttention
 
-__all__ = ["AttentionProjections", "CrossAttention", "QKNorm", "SelfAttention", "StaticKVCache"]
+__all__ = ["AttentionContext", "AttentionProjections", "CrossAttention", "QKNorm", "SelfAttention", "StaticKVCache"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from attn.context import NO_CONTEXT, AttentionContext
 from attn.projections import AttentionProjections
 from kernel.registry import resolve
 from specs.attention import AttentionCall
-from specs.cache import KVCache
 from specs.model_config import AttentionConfig
 from specs.tensor_spec import TensorSpec
 from tensor.rope import apply_rope
@@ -29,34 +29,24 @@ class SelfAttention(AttentionProjections):
         self.layer_idx = layer_idx
         self.causal = causal
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        allow_mask: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        q_offset: int = 0,
-    ) -> torch.Tensor:
-        """``rope`` is ``(cos, sin)`` for the new tokens; ``q_offset`` is the absolute position of the first one
-        (the number of tokens already cached); ``allow_mask`` covers all ``q_offset + T`` keys."""
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         _X.check(x)
         q = self.q_norm(self.split_heads(self.wq(x), self.n_heads))  # (B, Hq, T, D)
         k = self.k_norm(self.split_heads(self.wk(x), self.n_kv_heads))  # (B, Hkv, T, D)
         v = self.split_heads(self.wv(x), self.n_kv_heads)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, q_offset + T, D)
+        if ctx.rope is not None:
+            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        if ctx.cache is not None:
+            k, v = ctx.cache.update(self.layer_idx, k, v)  # (B, Hkv, q_offset + T, D)
         call = AttentionCall(
             q=q,
             k=k,
             v=v,
-            allow_mask=allow_mask,
+            allow_mask=ctx.allow_mask,
             causal=self.causal,
             window=self.cfg.window,
             softcap=self.cfg.softcap,
             dropout_p=self.cfg.dropout if self.training else 0.0,
-            q_offset=q_offset,
+            q_offset=ctx.q_offset,
         )
         return self.merge_heads(resolve(self.cfg.kernel, call)(call))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attn.context import NO_CONTEXT, AttentionContext
 from attn.self_attention import SelfAttention
 from blocks.drop_path import DropPath
 from blocks.mlp import build_mlp
 from blocks.norms import build_norm
-from specs.cache import KVCache
 from specs.model_config import ModelConfig
 
 
@@ -32,34 +32,16 @@ class _Block(nn.Module):
 class PreNormBlock(_Block):
     """``x + f(norm(x))`` for attention then MLP (GPT-2, Llama)."""
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        allow_mask: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        q_offset: int = 0,
-    ) -> torch.Tensor:
-        x = x + self.branch_drop(self.attn(self.attn_norm(x), rope=rope, allow_mask=allow_mask, cache=cache,
-                                           q_offset=q_offset))
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
+        x = x + self.branch_drop(self.attn(self.attn_norm(x), ctx))
         return x + self.branch_drop(self.mlp(self.mlp_norm(x)))
 
 
 class PostNormBlock(_Block):
     """``norm(x + f(x))`` for attention then MLP (the original Transformer, BERT)."""
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        allow_mask: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        q_offset: int = 0,
-    ) -> torch.Tensor:
-        x = self.attn_norm(x + self.branch_drop(self.attn(x, rope=rope, allow_mask=allow_mask, cache=cache,
-                                                          q_offset=q_offset)))
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
+        x = self.attn_norm(x + self.branch_drop(self.attn(x, ctx)))
         return self.mlp_norm(x + self.branch_drop(self.mlp(x)))
 
 

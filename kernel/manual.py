@@ -12,22 +12,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from specs.attention import AttentionCall, KernelCaps
+from kernel.caps import torch_kernel_caps
+from specs.attention import AttentionCall
 from tensor.masks import combine_masks, structural_mask
 from tensor.ops import softcap
 
-CAPS = KernelCaps(
-    dtypes=frozenset({"float64", "float32", "bfloat16", "float16"}),
-    devices=frozenset({"cpu", "cuda", "mps"}),
-    allow_mask=True,
-    causal=True,
-    q_offset=True,
-    gqa=True,
-    window=True,
-    softcap=True,
-    dropout=True,
-    backward=True,
-)
+CAPS = torch_kernel_caps()
 
 
 def attention(call: AttentionCall) -> torch.Tensor:

@@ -11,21 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from specs.attention import AttentionCall, KernelCaps
+from kernel.caps import torch_kernel_caps
+from specs.attention import AttentionCall
 from tensor.masks import combine_masks, structural_mask
 
-CAPS = KernelCaps(
-    dtypes=frozenset({"float64", "float32", "bfloat16", "float16"}),
-    devices=frozenset({"cpu", "cuda", "mps"}),
-    allow_mask=True,
-    causal=True,
-    q_offset=True,
-    gqa=True,
-    window=True,
-    softcap=False,
-    dropout=True,
-    backward=True,
-)
+CAPS = torch_kernel_caps(softcap=False)
 
 
 def attention(call: AttentionCall) -> torch.Tensor:

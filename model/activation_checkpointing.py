@@ -25,7 +25,6 @@ def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
 
 
 def _checkpointed(forward, *args, **kwargs) -> torch.Tensor:
-    if not torch.is_grad_enabled() or kwargs.get("cache") is not None:
-        # Nothing to save for a backward, or a cache that a recomputation would append to twice: run plainly.
-        return forward(*args, **kwargs)
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)  # nothing to save for a backward: run plainly
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attn.context import AttentionContext
 from attn.kv_cache import StaticKVCache
 from blocks.block import build_block
 from blocks.norms import build_norm
@@ -59,8 +60,9 @@ class DecoderLM(nn.Module):
         _POSITIONS.check(positions, dims)
         x, rope = self.positions(self.tok_embeddings(input_ids), positions)
         x = self.dropout(x)
+        ctx = AttentionContext(rope=rope, allow_mask=attn_mask, cache=cache, q_offset=offset)
         for layer in self.layers:
-            x = layer(x, rope=rope, allow_mask=attn_mask, cache=cache, q_offset=offset)
+            x = layer(x, ctx)
         return self.lm_head(self.norm(x))
 
     def new_cache(

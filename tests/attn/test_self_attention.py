@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import specs
 from attn import SelfAttention, StaticKVCache
+from attn.context import AttentionContext
 from tensor.rope import rope_cos_sin, rope_inv_freq
 
 ATOL = 1e-5  # float32; see the module docstring
@@ -95,7 +96,7 @@ def test_matches_reference(n_kv_heads: int, bias: bool, kernel: str) -> None:
     layer = _layer(n_kv_heads=n_kv_heads, bias=bias, kernel=kernel)
     x = _x()
     rope = _rope(7, layer.head_dim)
-    torch.testing.assert_close(layer(x, rope=rope), reference(layer, x, rope=rope), atol=ATOL, rtol=0)
+    torch.testing.assert_close(layer(x, AttentionContext(rope=rope)), reference(layer, x, rope=rope), atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("kernel", ["manual", "sdpa"])
@@ -105,7 +106,7 @@ def test_window_and_mask_match_reference(kernel: str) -> None:
     x = _x(t=9)
     allow = torch.ones(2, 1, 1, 9, dtype=torch.bool)
     allow[0, ..., :2] = False  # row 0: two left-padding slots
-    out = layer(x, allow_mask=allow)
+    out = layer(x, AttentionContext(allow_mask=allow))
     expected = reference(layer, x, allow=allow, window=3)
     # Row 0's first two queries see no key: the contract gives zeros before ``wo`` (the reference gives NaN).
     torch.testing.assert_close(out[0, 2:], expected[0, 2:], atol=ATOL, rtol=0)
@@ -141,7 +142,7 @@ def test_qk_norm_is_applied_before_rope() -> None:
     layer = _layer(n_kv_heads=2, qk_norm=True)
     x = _x()
     rope = _rope(7, layer.head_dim, offset=3)
-    out = layer(x, rope=rope)
+    out = layer(x, AttentionContext(rope=rope))
     torch.testing.assert_close(out, reference(layer, x, rope=rope), atol=ATOL, rtol=0)
     # The order is observable: the per-lane norm scale does not commute with the rotation.
     assert (out - reference(layer, x, rope=rope, qk_norm_first=False)).abs().max() > 1e-3
@@ -151,8 +152,8 @@ def test_qk_norm_is_applied_before_rope() -> None:
 def test_without_rope() -> None:
     layer = _layer(n_kv_heads=2)
     x = _x()
-    torch.testing.assert_close(layer(x, rope=None), reference(layer, x), atol=ATOL, rtol=0)
-    assert (layer(x) - layer(x, rope=_rope(7, layer.head_dim))).abs().max() > 1e-3
+    torch.testing.assert_close(layer(x, AttentionContext()), reference(layer, x), atol=ATOL, rtol=0)
+    assert (layer(x) - layer(x, AttentionContext(rope=_rope(7, layer.head_dim)))).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("attention", [{}, {"window": 4}, {"n_kv_heads": 1}], ids=["plain", "window", "mqa"])
@@ -163,7 +164,9 @@ def test_manual_and_sdpa_kernels_agree(attention: dict) -> None:
     sdpa.load_state_dict(manual.state_dict())
     x = _x(t=11)
     rope = _rope(11, manual.head_dim)
-    torch.testing.assert_close(sdpa(x, rope=rope), manual(x, rope=rope), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        sdpa(x, AttentionContext(rope=rope)), manual(x, AttentionContext(rope=rope)), atol=ATOL, rtol=0
+    )
 
 
 def test_kernels_agree_on_gradients() -> None:
@@ -186,12 +189,12 @@ def test_cached_chunks_equal_one_call() -> None:
     """At layer level: keys come from the cache, queries at ``q_offset``."""
     layer = _layer(n_kv_heads=2, window=4)
     x = _x(t=10)
-    full = layer(x, rope=_rope(10, layer.head_dim))
+    full = layer(x, AttentionContext(rope=_rope(10, layer.head_dim)))
     cache = StaticKVCache(n_layers=1, batch=2, n_kv_heads=2, head_dim=layer.head_dim, max_len=10)
     parts = []
     for start, end in [(0, 6), (6, 7), (7, 10)]:
         rope = _rope(end - start, layer.head_dim, offset=start)
-        parts.append(layer(x[:, start:end], rope=rope, cache=cache, q_offset=start))
+        parts.append(layer(x[:, start:end], AttentionContext(rope=rope, cache=cache, q_offset=start)))
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=ATOL, rtol=0)
 
 

@@ -11,6 +11,7 @@ import torch
 
 import model
 import specs
+from attn.context import AttentionContext
 from blocks import DropPath, PostNormBlock, PreNormBlock, build_block
 from tensor.rope import rope_cos_sin, rope_inv_freq
 
@@ -43,9 +44,9 @@ def test_pre_norm_block_wiring(norm: str) -> None:
     block = _block(cfg)
     assert isinstance(block, PreNormBlock)
     x, rope = _inputs(cfg)
-    h = x + block.attn(block.attn_norm(x), rope=rope)
+    h = x + block.attn(block.attn_norm(x), AttentionContext(rope=rope))
     expected = h + block.mlp(block.mlp_norm(h))
-    assert torch.equal(block(x, rope=rope), expected)
+    assert torch.equal(block(x, AttentionContext(rope=rope)), expected)
 
 
 @pytest.mark.parametrize("norm", ["rmsnorm", "layernorm"])
@@ -55,9 +56,9 @@ def test_post_norm_block_wiring(norm: str) -> None:
     block = _block(cfg)
     assert isinstance(block, PostNormBlock)
     x, rope = _inputs(cfg)
-    h = block.attn_norm(x + block.attn(x, rope=rope))
+    h = block.attn_norm(x + block.attn(x, AttentionContext(rope=rope)))
     expected = block.mlp_norm(h + block.mlp(h))
-    assert torch.equal(block(x, rope=rope), expected)
+    assert torch.equal(block(x, AttentionContext(rope=rope)), expected)
 
 
 @torch.no_grad()
@@ -65,7 +66,7 @@ def test_pre_and_post_norm_differ() -> None:
     pre, post = _block(_cfg("residual=pre")), _block(_cfg("residual=post"))
     post.load_state_dict(pre.state_dict())
     x, rope = _inputs(_cfg())
-    assert (pre(x, rope=rope) - post(x, rope=rope)).abs().max() > 1e-2
+    assert (pre(x, AttentionContext(rope=rope)) - post(x, AttentionContext(rope=rope))).abs().max() > 1e-2
 
 
 @torch.no_grad()
@@ -75,9 +76,11 @@ def test_block_passes_mask_to_attention() -> None:
     x, rope = _inputs(cfg)
     allow = torch.ones(2, 1, 1, 6, dtype=torch.bool)
     allow[0, ..., :3] = False
-    h = x + block.attn(block.attn_norm(x), rope=rope, allow_mask=allow)
-    assert torch.equal(block(x, rope=rope, allow_mask=allow), h + block.mlp(block.mlp_norm(h)))
-    assert not torch.equal(block(x, rope=rope, allow_mask=allow), block(x, rope=rope))
+    h = x + block.attn(block.attn_norm(x), AttentionContext(rope=rope, allow_mask=allow))
+    assert torch.equal(block(x, AttentionContext(rope=rope, allow_mask=allow)), h + block.mlp(block.mlp_norm(h)))
+    assert not torch.equal(
+        block(x, AttentionContext(rope=rope, allow_mask=allow)), block(x, AttentionContext(rope=rope))
+    )
 
 
 def test_block_is_built_from_the_config() -> None:
