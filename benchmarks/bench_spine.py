@@ -92,31 +92,34 @@ def report(attn: dict[str, float], llama: dict[str, float], diffs: dict[str, flo
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     cpu = cpu_name()
-    return "\n".join([
-        START,
-        "## Spine: attention kernels and llama-55m forward (CPU)",
-        "",
-        f"Command: `python benchmarks/bench_spine.py --repeats {repeats} --write BENCHMARKS.md`  ",
-        f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"Python {platform.python_version()}, {when}. Medians of {repeats} interleaved repeats.",
-        "",
-        "| benchmark | lmplanes | peer | ratio (ours / peer) |",
-        "| --- | --- | --- | --- |",
-        f"| attention fwd+bwd, B=4 H=8 T=512 D=64 fp32 causal: `sdpa` vs `manual` | "
-        f"{attn['sdpa'] * 1e3:.1f} ms (sdpa) | {attn['manual'] * 1e3:.1f} ms (manual) | "
-        f"{attn['sdpa'] / attn['manual']:.2f} |",
-        f"| llama-55m forward, 1 x 128 tokens fp32, eager vs `LlamaForCausalLM` (sdpa) | "
-        f"{llama['lmplanes'] * 1e3:.1f} ms | {llama['transformers'] * 1e3:.1f} ms | "
-        f"{llama['lmplanes'] / llama['transformers']:.2f} |",
-        f"| the same with `model.enable_onednn_linears` (CPU inference) | {llama['onednn'] * 1e3:.1f} ms | "
-        f"{llama['transformers'] * 1e3:.1f} ms | {llama['onednn'] / llama['transformers']:.2f} |",
-        "",
-        "Same weights in all models (exported with `model.to_hf`); max |logit difference| from transformers: "
-        f"{diffs['lmplanes']:.1e} eager, {diffs['onednn']:.1e} with oneDNN linears. Eager, both models spend over 90% "
-        "of the forward in the same MKL GEMMs (torch.profiler), so the eager ratio sits at parity; on this AMD "
-        "CPU oneDNN's GEMM is about 2x faster than MKL's, which is what `enable_onednn_linears` buys.",
-        END,
-    ])
+    return "\n".join(
+        [
+            START,
+            "## Spine: attention kernels and llama-55m forward (CPU)",
+            "",
+            f"Command: `python benchmarks/bench_spine.py --repeats {repeats} --write BENCHMARKS.md`  ",
+            f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"Python {platform.python_version()}, {when}. Medians of {repeats} interleaved repeats.",
+            "",
+            "| benchmark | lmplanes | peer | ratio (ours / peer) |",
+            "| --- | --- | --- | --- |",
+            f"| attention fwd+bwd, B=4 H=8 T=512 D=64 fp32 causal: `sdpa` vs `manual` | "
+            f"{attn['sdpa'] * 1e3:.1f} ms (sdpa) | {attn['manual'] * 1e3:.1f} ms (manual) | "
+            f"{attn['sdpa'] / attn['manual']:.2f} |",
+            f"| llama-55m forward, 1 x 128 tokens fp32, eager vs `LlamaForCausalLM` (sdpa) | "
+            f"{llama['lmplanes'] * 1e3:.1f} ms | {llama['transformers'] * 1e3:.1f} ms | "
+            f"{llama['lmplanes'] / llama['transformers']:.2f} |",
+            f"| the same with `model.enable_onednn_linears` (CPU inference) | {llama['onednn'] * 1e3:.1f} ms | "
+            f"{llama['transformers'] * 1e3:.1f} ms | {llama['onednn'] / llama['transformers']:.2f} |",
+            "",
+            "Same weights in all models (exported with `model.to_hf`); max |logit difference| from transformers: "
+            f"{diffs['lmplanes']:.1e} eager, {diffs['onednn']:.1e} with oneDNN linears. Eager, both models spend over 90% "
+            "of the forward in the same MKL GEMMs (torch.profiler), so the eager ratio stays near 1 and moves by a few percent "
+            "between runs; on this AMD "
+            "CPU oneDNN's GEMM is about 2x faster than MKL's, which is what `enable_onednn_linears` buys.",
+            END,
+        ]
+    )
 
 
 def cpu_name() -> str:
