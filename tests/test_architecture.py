@@ -62,8 +62,7 @@ def lint_imports_command() -> list[str]:
     script = Path(sys.executable).parent / "lint-imports"
     if script.exists():
         return [str(script), "--no-cache"]
-    if importlib.util.find_spec("importlinter") is None:
-        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    assert importlib.util.find_spec("importlinter") is not None, "import-linter is missing: pip install -e '.[dev]'"
     return [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()", "--no-cache"]
 
 

@@ -15,6 +15,7 @@ import torch
 
 import kernel
 from kernel import manual, registry, sdpa
+from kernel.caps import torch_kernel_caps
 from kernel.registry import (
     KernelUnavailable,
     auto_choices,
@@ -26,18 +27,7 @@ from kernel.registry import (
 )
 from specs.attention import AttentionCall, KernelCaps
 
-FULL_CAPS = KernelCaps(
-    dtypes=frozenset({"float64", "float32", "bfloat16", "float16"}),
-    devices=frozenset({"cpu", "cuda", "mps"}),
-    allow_mask=True,
-    causal=True,
-    q_offset=True,
-    gqa=True,
-    window=True,
-    softcap=True,
-    dropout=True,
-    backward=True,
-)
+FULL_CAPS = torch_kernel_caps()
 
 
 @pytest.fixture(autouse=True)
