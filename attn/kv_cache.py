@@ -54,12 +54,17 @@ class StaticKVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dims = _KV.check(k, dict(self._dims))
         _KV.check(v, dims)
-        start = self._lengths[layer]
+        # Write after the committed tokens (the minimum over layers), not after this layer's own count: a forward
+        # interrupted part-way leaves early layers ahead, and the next forward must overwrite what they wrote.
+        start = self.seq_len
         end = start + dims["T"]
         if end > self.max_len:
             raise ValueError(
-                f"KV cache is full: layer {layer} holds {start} tokens, {dims['T']} more exceed max_len {self.max_len}"
+                f"KV cache is full: it holds {start} tokens, {dims['T']} more exceed max_len {self.max_len}"
             )
+        if k.dtype != self._k.dtype:
+            raise ValueError(f"KV cache holds {self._k.dtype} but layer {layer} gives {k.dtype}; create the cache "
+                             "with the model's dtype (new_cache(..., dtype=...))")
         self._k[layer, :, :, start:end] = k
         self._v[layer, :, :, start:end] = v
         self._lengths[layer] = end

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from specs.config_io import current_umask
+
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
@@ -25,7 +27,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield staging
-        _fsync_tree(staging)
+        _prepare_to_publish(staging)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
             os.replace(final, old / final.name)
@@ -43,9 +45,14 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
         raise
 
 
-def _fsync_tree(root: Path) -> None:
-    """Flush file contents to disk before the rename publishes them."""
-    for file in root.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as fh:
+def _prepare_to_publish(root: Path) -> None:
+    """Flush every file to disk before the rename publishes them, and give files and folders the permissions a
+    plain ``open``/``mkdir`` would have (``mkdtemp`` makes 0700, and some writers, safetensors among them, 0600)."""
+    umask = current_umask()
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o777 & ~umask)
+        else:
+            with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
+            path.chmod(0o666 & ~umask)

@@ -63,6 +63,7 @@ def save_checkpoint(
     its own). An existing ``path`` is an error unless ``overwrite``; then it is replaced only once the new
     checkpoint is complete.
     """
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: save the module it compiled
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"{type(model).__name__} has no ModelConfig as .config; cannot write a checkpoint of it")
@@ -98,7 +99,16 @@ def _tensors_to_save(model: nn.Module, cfg: ModelConfig) -> dict[str, torch.Tens
     """The state dict, detached and contiguous, with the architecture's tied aliases dropped and any other
     memory sharing broken by a copy (safetensors refuses tensors that share storage)."""
     state = model.state_dict()
-    declared = tied_aliases(build(cfg, device="meta"))
+    reference = build(cfg, device="meta")
+    wanted = {name: tuple(t.shape) for name, t in reference.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found != wanted:  # a checkpoint that load_checkpoint would refuse must not be written
+        problems = [f"unexpected {n}" for n in sorted(found.keys() - wanted.keys())]
+        problems += [f"missing {n}" for n in sorted(wanted.keys() - found.keys())]
+        problems += [f"{n}: shape {list(found[n])}, config says {list(wanted[n])}"
+                     for n in sorted(found.keys() & wanted.keys()) if found[n] != wanted[n]]
+        raise ValueError(f"the model's tensors do not match its config ({cfg.name or 'unnamed'}): " + "; ".join(problems))
+    declared = tied_aliases(reference)
     out: dict[str, torch.Tensor] = {}
     storages: dict[tuple[str, int], str] = {}
     for name, tensor in state.items():

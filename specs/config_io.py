@@ -214,11 +214,18 @@ def _dataclass_in(tp: Any) -> type | None:
 def load_config(name_or_path: str | os.PathLike[str], *, kind: str | None = None) -> Any:
     """Load a config from a ``.json``/``.yaml`` path or a preset name (``specs/presets/NAME.yaml``)."""
     path = Path(name_or_path)
-    if path.suffix in (".json", ".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError([("", f"no such config file: {path}")])
-        return from_dict(_parse(path.read_text(encoding="utf-8"), path.suffix, str(path)), kind=kind, source=str(path))
-    return load_preset(str(name_or_path), kind=kind)
+    looks_like_a_path = path.suffix in (".json", ".yaml", ".yml") or len(path.parts) > 1 or path.is_file()
+    if not looks_like_a_path:
+        return load_preset(str(name_or_path), kind=kind)  # a directory named like a preset does not hide it
+    if path.is_dir():
+        raise ConfigError([("", f"{path} is a directory, not a config file")])
+    if not path.is_file():
+        raise ConfigError([("", f"no such config file: {path}")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")], str(path)) from None
+    return from_dict(_parse(text, path.suffix, str(path)), kind=kind, source=str(path))
 
 
 def load_preset(name: str, *, kind: str | None = None) -> Any:
@@ -274,10 +281,18 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a config is as readable as any new file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:

@@ -162,3 +162,22 @@ def test_bytes(name: str, dtype: torch.dtype) -> None:
 def test_invalid_sizes_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="max_len"):
         FACTORIES[name](0)
+
+
+def test_an_interrupted_step_is_overwritten_by_the_next(name):
+    cache = FACTORIES[name](16)
+    _fill(cache, 3, seed=1)
+    cache.update(0, *_kv(2, seed=2))  # a forward that stopped after layer 0
+    assert cache.seq_len == 3
+    retry = _fill(cache, 2, seed=3)
+    assert cache.seq_len == 5
+    for layer, (k, v) in enumerate(retry):
+        k_all, v_all = cache.update(layer, *_kv(1, seed=4 + layer))
+        assert torch.equal(k_all[:, :, 3:5], k) and torch.equal(v_all[:, :, 3:5], v)
+
+
+def test_wrong_dtype_names_the_cache_dtype(name):
+    cache = FACTORIES[name](8)
+    k, v = _kv(1, seed=0)
+    with pytest.raises(ValueError, match=r"KV cache holds torch.float32 but layer 0 gives torch.bfloat16"):
+        cache.update(0, k.bfloat16(), v.bfloat16())

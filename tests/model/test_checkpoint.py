@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import re
 import tempfile
 from datetime import datetime
@@ -475,3 +476,29 @@ def test_model_plane_never_unpickles():
                 if name.split(".")[0] in ("pickle", "cPickle", "dill", "_pickle") or name == "torch.load":
                     offenders.append(f"{file.name}:{node.lineno}: {name}")
     assert offenders == []
+
+
+def test_compiled_model_saves_as_the_module_it_wraps(tmp_path):
+    m = _model("llama-tiny")
+    compiled = torch.compile(m, backend="eager")
+    path = save_checkpoint(compiled, tmp_path / "ckpt")
+    ids = _ids(m.config)
+    assert torch.equal(load_checkpoint(path)(ids), m(ids))
+
+
+def test_tensors_the_config_does_not_describe_are_refused_before_writing(tmp_path):
+    m = _model("llama-tiny")
+    m.register_buffer("extra", torch.zeros(3))
+    with pytest.raises(ValueError, match="unexpected extra"):
+        save_checkpoint(m, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_checkpoint_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(_model("llama-tiny"), tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in path.iterdir()} == {0o644}

@@ -278,8 +278,30 @@ def test_missing_file(tmp_path, name):
 
 
 def test_directory_is_not_a_config(tmp_path):
-    with pytest.raises(ConfigError, match="no such config file"):
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
         load_config(tmp_path)
+
+
+def test_a_directory_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "llama-tiny").mkdir()  # e.g. a checkpoint directory written by the example
+    assert load_config("llama-tiny") == load_preset("llama-tiny")
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = dump_config(load_preset("llama-tiny"), tmp_path / "cfg.yaml")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_validation_error_in_file_names_the_file(tmp_path):
