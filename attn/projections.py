@@ -6,15 +6,33 @@ import torch
 from torch import nn
 
 from attn.qk_norm import QKNorm
+from kernel.registry import AUTO, KernelUnavailable, available, capabilities
 from specs.model_config import AttentionConfig
+
+
+def check_kernel_supports(cfg: AttentionConfig) -> None:
+    """Fail when the layer is built, not at its first forward, if the named kernel is unknown or lacks a
+    feature the config always uses. (Dtype, device and shape are checked per call by the registry.)"""
+    if cfg.kernel == AUTO:
+        return
+    caps = capabilities(cfg.kernel)  # raises KernelUnavailable naming the registered kernels
+    needed = {"softcap": cfg.softcap is not None, "window": cfg.window is not None, "dropout": cfg.dropout > 0}
+    lacking = [feature for feature, used in needed.items() if used and not getattr(caps, feature)]
+    if lacking:
+        able = [n for n in available() if all(getattr(capabilities(n), f) for f in lacking)]
+        raise KernelUnavailable(
+            f"attention kernel {cfg.kernel!r} lacks {', '.join(lacking)}, which this config uses; "
+            f"kernels that have it: {', '.join(able) or 'none'} (or 'auto')"
+        )
 
 
 class AttentionProjections(nn.Module):
     """``wq``/``wk``/``wv`` into heads, ``wo`` back to the model width, and the optional QK-norm of the
     query/key heads. Subclasses define ``forward``."""
 
-    def __init__(self, cfg: AttentionConfig, d_model: int, *, norm_eps: float = 1e-6) -> None:
+    def __init__(self, cfg: AttentionConfig, d_model: int, *, norm_eps: float = 1e-5) -> None:
         super().__init__()
+        check_kernel_supports(cfg)
         self.cfg = cfg
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
         self.head_dim = cfg.head_dim or d_model // cfg.n_heads
@@ -28,9 +46,10 @@ class AttentionProjections(nn.Module):
     def split_heads(self, projected: torch.Tensor, n_heads: int) -> torch.Tensor:
         """``(B, T, H * D) -> (B, H, T, D)``."""
         batch, seq, _ = projected.shape
-        return projected.view(batch, seq, n_heads, self.head_dim).transpose(1, 2)
+        # -1, not n_heads: under tensor parallelism a rank holds only its shard of the heads.
+        return projected.view(batch, seq, -1, self.head_dim).transpose(1, 2)
 
     def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
         """Kernel output ``(B, Hq, T, D)`` -> ``wo`` applied to ``(B, T, Hq * D)``."""
         batch, _, seq, _ = out.shape
-        return self.wo(out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim))
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))

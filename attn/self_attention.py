@@ -23,7 +23,7 @@ class SelfAttention(AttentionProjections):
     """``x (B, T, C) -> (B, T, C)``. Keys/values have ``n_kv_heads`` heads, shared by groups of query heads."""
 
     def __init__(
-        self, cfg: AttentionConfig, d_model: int, *, layer_idx: int, causal: bool = True, norm_eps: float = 1e-6
+        self, cfg: AttentionConfig, d_model: int, *, layer_idx: int, causal: bool = True, norm_eps: float = 1e-5
     ) -> None:
         super().__init__(cfg, d_model, norm_eps=norm_eps)
         self.layer_idx = layer_idx

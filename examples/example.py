@@ -33,12 +33,11 @@ def decode(ids: torch.Tensor) -> str:
 def greedy_generate(lm: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """Prefill the prompt into a KV cache, then feed back one argmax token at a time."""
     cache = lm.new_cache(prompt.shape[0], prompt.shape[1] + new_tokens)
-    logits = lm(prompt, cache=cache)
-    out = []
-    for _ in range(new_tokens):
-        token = logits[:, -1:].argmax(dim=-1)
+    token = lm(prompt, cache=cache)[:, -1:].argmax(dim=-1)
+    out = [token]
+    for _ in range(new_tokens - 1):
+        token = lm(token, cache=cache)[:, -1:].argmax(dim=-1)
         out.append(token)
-        logits = lm(token, cache=cache)
     return torch.cat(out, dim=1)
 
 

@@ -3,5 +3,5 @@
 from kernel import manual, sdpa
 from kernel.registry import register
 
-register("manual", manual.attention, manual.CAPS)
-register("sdpa", sdpa.attention, sdpa.CAPS)
+register("manual", manual.attention, manual.CAPS)  # the oracle: correct everywhere, never fast
+register("sdpa", sdpa.attention, sdpa.CAPS, preference=1)

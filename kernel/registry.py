@@ -37,6 +37,7 @@ class KernelUnavailable(ValueError):
 class _Entry:
     target: AttentionKernel | str  # the kernel, or "module:function" to import on first use
     caps: KernelCaps
+    preference: int = 0
     load_error: str | None = None
 
 
@@ -45,13 +46,19 @@ _AUTO_CHOICES: dict[tuple, str] = {}
 _forced: str | None = None
 
 
-def register(name: str, fn: AttentionKernel | str, caps: KernelCaps, *, replace: bool = False) -> None:
-    """Declare kernel ``name`` with capabilities ``caps``. ``fn`` may be a ``"module:function"`` string."""
+def register(
+    name: str, fn: AttentionKernel | str, caps: KernelCaps, *, preference: int = 0, replace: bool = False
+) -> None:
+    """Declare kernel ``name`` with capabilities ``caps``. ``fn`` may be a ``"module:function"`` string.
+
+    ``preference`` orders the capable kernels only where ``"auto"`` cannot time them (while ``torch.compile``
+    traces); higher goes first, ties in registration order.
+    """
     if name == AUTO:
         raise ValueError(f"{AUTO!r} is reserved for automatic selection")
     if name in _KERNELS and not replace:
         raise ValueError(f"kernel {name!r} is already registered; pass replace=True to override it")
-    _KERNELS[name] = _Entry(fn, caps)
+    _KERNELS[name] = _Entry(fn, caps, preference)
     _AUTO_CHOICES.clear()
 
 
@@ -170,7 +177,11 @@ def _resolve_auto(call: AttentionCall) -> AttentionKernel:
         if not candidates:
             details = "; ".join(f"{n}: {', '.join(explain(n, call))}" for n in _KERNELS)
             raise KernelUnavailable(f"no registered attention kernel can serve this call ({details})")
-        chosen = candidates[0] if len(candidates) == 1 or _cannot_time() else _fastest(candidates, call)
+        if len(candidates) > 1 and _cannot_time():
+            # A guess, not a measurement: used for this trace only and never cached.
+            guess = max(candidates, key=lambda n: _KERNELS[n].preference)
+            return _load(guess, _KERNELS[guess])
+        chosen = candidates[0] if len(candidates) == 1 else _fastest(candidates, call)
         _AUTO_CHOICES[bucket] = chosen
         log.info("auto attention kernel for %s: %s (candidates: %s)", bucket, chosen, candidates)
     return _load(chosen, _KERNELS[chosen])

@@ -17,8 +17,8 @@ from torch import nn
 
 def enable_onednn_linears(module: nn.Module) -> nn.Module:
     """Make every ``nn.Linear`` in ``module`` use oneDNN for float32 CPU inference; returns ``module``."""
-    if not torch.backends.mkldnn.is_available():
-        raise RuntimeError("this PyTorch build has no oneDNN (torch.backends.mkldnn.is_available() is False)")
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch._C._nn, "mkldnn_linear"):
+        raise RuntimeError("this PyTorch build has no oneDNN linear (torch.backends.mkldnn / torch._C._nn.mkldnn_linear)")
     for linear in module.modules():
         if isinstance(linear, nn.Linear) and not isinstance(linear.forward, _OneDNNForward):
             linear.forward = _OneDNNForward(linear)
@@ -41,9 +41,12 @@ class _OneDNNForward:
         packed_weight, packed_bias = self._packed_weights(weight, bias)
         return torch._C._nn.mkldnn_linear(x.contiguous().to_mkldnn(), packed_weight, packed_bias).to_dense()
 
-    def _packed_weights(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        # Repack when a weight was replaced (data pointer) or modified in place (version counter).
-        source = tuple((t.data_ptr(), t._version) for t in (weight, bias) if t is not None)
+    def _packed_weights(
+        self, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Repack when a weight was replaced (data pointer) or modified in place (version counter; inference
+        # tensors have none, and cannot be modified outside inference mode anyway).
+        source = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in (weight, bias) if t is not None)
         if self._packed is None or source != self._packed_from:
             self._packed = (
                 weight.detach().to_mkldnn(),

@@ -5,7 +5,7 @@ Positions: query ``i`` sits at absolute position ``q_offset + i``; key ``j`` at 
 * ``causal``: key ``j`` is visible iff ``j <= q_offset + i`` (bottom-right aligned when
   ``q_offset == Tk - Tq``, which is what cached decoding needs; SDPA's ``is_causal`` is top-left aligned);
 * ``window = W``: key ``j`` is visible iff ``q_offset + i - W < j`` (and, when not causal, also
-  ``j < q_offset + i + W``): a query sees ``W`` keys, itself included;
+  ``j < q_offset + i + W``): a causal query sees ``W`` keys, itself included; a non-causal one ``2W - 1``;
 * ``allow_mask``: boolean, True = may attend, broadcastable to ``(B, Hq, Tq, Tk)``; the same meaning as
   PyTorch SDPA's boolean ``attn_mask``. ANDed with the two rules above.
 

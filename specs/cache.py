@@ -20,7 +20,7 @@ class KVCache(Protocol):
 
     ``update(layer, k, v)`` appends ``k, v`` of shape ``(B, Hkv, T, D)`` after the tokens already stored for
     ``layer`` and returns what attention must see for that layer: ``(k_all, v_all)`` of shape
-    ``(B, Hkv, Tk, D)`` (contiguous tensors, or for a paged cache a view that a paged-capable kernel reads
+    ``(B, Hkv, Tk, D)`` (dense tensors, possibly strided views, or for a paged cache a view that a paged-capable kernel reads
     through its block table). The new queries sit at absolute positions ``seq_len .. seq_len + T - 1``,
     where ``seq_len`` is read before the update.
     """

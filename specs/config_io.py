@@ -135,11 +135,14 @@ def from_dict(data: dict[str, Any], *, kind: str | None = None, source: str | No
         migrate = _MIGRATIONS.get((found_kind, step))
         if migrate is None:
             raise ConfigError([("version", f"no migration registered from {found_kind} v{step} to v{step + 1}")], source)
-        data = migrate(data)
+        try:
+            data = migrate(data)
+        except FieldProblem as exc:
+            raise ConfigError([(exc.field, exc.reason)], source) from None
     return _validate(cls, data, source)
 
 
-_STRICT = pydantic.ConfigDict(extra="forbid", strict=True)
+_STRICT = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 @cache
@@ -162,9 +165,15 @@ def _make_strict(cls: type) -> None:
 
 def _validate(cls: type[C], data: dict[str, Any], source: str | None) -> C:
     try:
-        return _adapter(cls).validate_json(json.dumps(data))
+        return _adapter(cls).validate_json(json.dumps(data, default=_not_json))
     except pydantic.ValidationError as exc:
         raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
+
+
+def _not_json(value: Any) -> Any:
+    """YAML can produce values JSON cannot hold (dates, sets); pass them on as text, which no field accepts
+    where a date was not meant, so validation names the field."""
+    return str(value)
 
 
 def _describe(cls: type, err: Any) -> tuple[str, str]:
@@ -308,5 +317,10 @@ def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:
             if not isinstance(node.get(part), dict):
                 raise ConfigError([(".".join(parents[: i + 1]), f"override {item!r} does not name a nested config")])
             node = node[part]
-        node[leaf] = yaml.load(raw, Loader=_YamlLoader)
+        if key in ("kind", "version"):
+            raise ConfigError([(key, "is set by lmplanes, not by an override")])
+        try:
+            node[leaf] = yaml.load(raw, Loader=_YamlLoader)
+        except yaml.YAMLError as exc:
+            raise ConfigError([(key, f"value {raw!r} is not valid YAML: {exc}".replace("\n", " "))]) from None
     return from_dict(data)

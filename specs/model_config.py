@@ -138,6 +138,8 @@ class ModelConfig:
             raise FieldProblem("attention.window", f"({self.attention.window}) exceeds max_seq_len ({self.max_seq_len})")
         if self.norm_eps <= 0:
             raise FieldProblem("norm_eps", f"must be > 0, got {self.norm_eps}")
+        if self.init_std < 0:
+            raise FieldProblem("init_std", f"must be >= 0, got {self.init_std}")
 
     @property
     def head_dim(self) -> int:
@@ -155,6 +157,9 @@ def _model_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
     v1 fields: ``n_heads``, ``n_kv_heads``, ``attn_bias``, ``attn_kernel``, ``mlp`` (the MLP kind),
     ``mlp_hidden``, ``mlp_bias``, ``rope_theta`` (used when positions is ``rope``) and the v2 top-level fields.
     """
+    v2_only = sorted(key for key in ("attention", "rope") if key in old) + (["mlp"] if isinstance(old.get("mlp"), dict) else [])
+    if v2_only:
+        raise FieldProblem("version", f"the file says version 1 but has v2 sections ({', '.join(v2_only)}); set version: 2")
     new = dict(old)
     attention = {"n_heads": new.pop("n_heads")} if "n_heads" in new else {}
     for v1_key, v2_key in (("n_kv_heads", "n_kv_heads"), ("attn_bias", "bias"), ("attn_kernel", "kernel")):

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-SNAPSHOT = Path(__file__).parent / "data" / "public_surface.json"
+SNAPSHOT = Path(__file__).parent / "snapshots" / "public_surface.json"
 PLANES = ["specs", "tensor", "kernel", "attn", "blocks", "model", "pack", "examples"]
 
 

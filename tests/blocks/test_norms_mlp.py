@@ -13,13 +13,12 @@ import math
 
 import pytest
 import torch
+import transformers
 from torch import nn
+from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm  # noqa: E402
 
 import specs
 from blocks import GeluMLP, RMSNorm, SwiGLU, build_mlp, build_norm
-
-transformers = pytest.importorskip("transformers")
-from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm  # noqa: E402
 
 ATOL = 1e-6  # float32; see the module docstring
 

@@ -290,3 +290,26 @@ def test_use_kernel_restores_after_an_exception():
     with pytest.raises(RuntimeError, match="boom"), kernel.use_kernel("sdpa"):
         raise RuntimeError("boom")
     assert resolve("auto", softcap_call) is manual.attention
+
+
+def test_auto_while_compiling_takes_the_preferred_kernel_and_caches_nothing(monkeypatch):
+    monkeypatch.setattr(registry, "_cannot_time", lambda: True)
+    counting = Counting()
+    register("counting", counting, FULL_CAPS, preference=-1)
+    call = make_call(causal=True)
+    assert resolve("auto", call) is sdpa.attention  # sdpa is preferred over the manual oracle
+    assert counting.calls == 0 and auto_choices() == {}, "a guess is neither timed nor cached"
+    softcapped = make_call(softcap=5.0)
+    assert resolve("auto", softcapped) is manual.attention  # preference never overrides capabilities
+
+
+def test_auto_under_torch_compile_does_not_pick_the_oracle():
+    call = make_call(8, 8, causal=True)
+
+    @torch.compile(backend="eager", fullgraph=False)
+    def run(q):
+        c = AttentionCall(q=q, k=call.k, v=call.v, causal=True)
+        return resolve("auto", c)(c)
+
+    torch.testing.assert_close(run(call.q), sdpa.attention(call))
+    assert auto_choices() == {}

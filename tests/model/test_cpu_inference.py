@@ -75,3 +75,14 @@ def test_other_dtypes_use_the_ordinary_path():
     ids = _ids(plain.config.vocab_size)
     with torch.inference_mode():
         assert torch.equal(fast(ids), plain(ids))  # same F.linear calls, bit for bit
+
+
+def test_a_model_built_under_inference_mode_works():
+    cfg = specs.load_preset("llama-tiny")
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        plain = model.build(cfg).eval()
+        torch.manual_seed(0)
+        fast = enable_onednn_linears(model.build(cfg).eval())
+        ids = _ids(cfg.vocab_size)
+        torch.testing.assert_close(fast(ids), plain(ids), atol=1e-5, rtol=1e-5)

@@ -276,15 +276,13 @@ def test_explicit_learned_positions_beyond_the_table_raise_value_error() -> None
 
 
 def test_unknown_attention_kernel_is_named() -> None:
-    m = _build(_cfg("llama-tiny", "attention.kernel=no_such_kernel"))
     with pytest.raises(KernelUnavailable, match="no_such_kernel"):
-        m(_ids(m.config, 1, 3))
+        _build(_cfg("llama-tiny", "attention.kernel=no_such_kernel"))  # at build time, not at the first forward
 
 
 def test_named_kernel_that_cannot_serve_says_why() -> None:
-    m = _build(_cfg("llama-tiny", "attention.kernel=sdpa", "attention.softcap=20"))
-    with pytest.raises(KernelUnavailable, match=r"'sdpa'.*softcap.*manual"):
-        m(_ids(m.config, 1, 3))
+    with pytest.raises(KernelUnavailable, match=r"'sdpa' lacks softcap.*kernels that have it: manual"):
+        _build(_cfg("llama-tiny", "attention.kernel=sdpa", "attention.softcap=20"))
 
 
 # ------------------------------------------------------------------------------- GPT against a reference

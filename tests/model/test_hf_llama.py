@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import model
 import specs
 from model.hf import from_hf, to_hf
-
-transformers = pytest.importorskip("transformers")
 
 TOL = 1e-5
 TINY = dict(

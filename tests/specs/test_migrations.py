@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+import specs
 from specs import AttentionConfig, ConfigError, MLPConfig, dump_config, from_dict, load_config, load_preset, to_dict
 
 
@@ -113,3 +114,10 @@ def test_newer_version_file(tmp_path):
         load_config(path)
     assert info.value.problems == [("version", "3 is newer than this lmplanes understands (2); upgrade lmplanes")]
     assert str(path) in str(info.value)
+
+
+def test_a_v1_file_with_v2_sections_is_refused_not_silently_merged():
+    data = {"kind": "model", "version": 1, "vocab_size": 10, "d_model": 64, "n_layers": 2, "max_seq_len": 8,
+            "n_heads": 4, "attention": {"n_heads": 8}}
+    with pytest.raises(specs.ConfigError, match=r"version: the file says version 1 but has v2 sections \(attention\)"):
+        specs.from_dict(data)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import specs
 from specs import (
     AttentionConfig,
     ConfigError,
@@ -264,3 +265,24 @@ def test_window_rule(window, max_seq_len):
         assert from_dict(data).attention.window == window
     else:
         assert _only(data)[0] == "attention.window"
+
+
+@pytest.mark.parametrize(
+    ("override", "path"),
+    [("norm_eps=.nan", "norm_eps"), ("rope.theta=.inf", "rope.theta"), ("init_std=-1", "init_std"),
+     ("attention.softcap=.inf", "attention.softcap")],
+)
+def test_non_finite_and_negative_values_are_refused(override, path):
+    with pytest.raises(specs.ConfigError, match=rf"{path}: "):
+        specs.apply_overrides(specs.load_preset("llama-tiny"), [override])
+
+
+def test_overrides_cannot_change_kind_or_version():
+    for override in ("kind=generation", "version=1"):
+        with pytest.raises(specs.ConfigError, match="is set by lmplanes, not by an override"):
+            specs.apply_overrides(specs.load_preset("llama-tiny"), [override])
+
+
+def test_malformed_override_value_is_a_config_error():
+    with pytest.raises(specs.ConfigError, match=r"n_layers: value '\[1' is not valid YAML"):
+        specs.apply_overrides(specs.load_preset("llama-tiny"), ["n_layers=[1"])

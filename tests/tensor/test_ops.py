@@ -41,7 +41,7 @@ def test_softcap_rejects_non_positive_cap() -> None:
 
 
 def _hf_rms_norm(dim: int, eps: float, weight: torch.Tensor) -> torch.nn.Module:
-    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    from transformers.models.llama import modeling_llama as llama
     module = llama.LlamaRMSNorm(dim, eps=eps)
     with torch.no_grad():
         module.weight.copy_(weight)

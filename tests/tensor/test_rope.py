@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
+import transformers  # noqa: F401  (the oracle must be installed: a skip would hide a broken dev install)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tensor import apply_rope, rope_cos_sin, rope_inv_freq, rotate_half
-
-pytest.importorskip("transformers")
 from transformers import LlamaConfig  # noqa: E402
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb  # noqa: E402
+
+from tensor import apply_rope, rope_cos_sin, rope_inv_freq, rotate_half
 
 HIDDEN, HEADS = 64, 4
 HEAD_DIM = HIDDEN // HEADS
