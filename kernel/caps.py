@@ -11,7 +11,15 @@ TORCH_DEVICES = frozenset({"cpu", "cuda", "mps"})
 def torch_kernel_caps(**lacking: bool) -> KernelCaps:
     """Every feature on every float dtype and PyTorch device, except those passed as ``name=False``."""
     features = dict(
-        allow_mask=True, causal=True, q_offset=True, gqa=True, window=True, softcap=True, dropout=True, backward=True
+        allow_mask=True,
+        causal=True,
+        q_offset=True,
+        gqa=True,
+        window=True,
+        softcap=True,
+        dropout=True,
+        backward=True,
+        kv_lens=True,
     )
     unknown = set(lacking) - set(features)
     if unknown:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from kernel.caps import torch_kernel_caps
 from specs.attention import AttentionCall
-from tensor.masks import combine_masks, structural_mask
+from tensor.masks import combine_masks, length_mask, structural_mask
 from tensor.ops import softcap
 
 CAPS = torch_kernel_caps()
@@ -36,6 +36,7 @@ def attention(call: AttentionCall) -> torch.Tensor:
         structural_mask(tq, k.shape[2], causal=call.causal, window=call.window, q_offset=call.q_offset,
                         device=q.device),
         call.allow_mask,
+        length_mask(call.kv_lens, k.shape[2]) if call.kv_lens is not None else None,
     )
     if allow is not None:
         # A finite fill keeps fully masked rows free of NaN (in values and gradients); they are zeroed below.

@@ -133,6 +133,7 @@ def shape_bucket(call: AttentionCall) -> tuple:
         _pow2(q.shape[2]),
         _pow2(k.shape[2]),
         call.allow_mask is not None,
+        call.kv_lens is not None,
         call.causal,
         call.q_offset != 0,
         call.window is not None,

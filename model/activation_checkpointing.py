@@ -8,6 +8,8 @@ parameter names and checkpoints are unchanged and the model's own code stays fre
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +26,7 @@ def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
     return model
 
 
-def _checkpointed(forward, *args, **kwargs) -> torch.Tensor:
+def _checkpointed(forward: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)  # nothing to save for a backward: run plainly
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)

@@ -39,15 +39,20 @@ class SinusoidalPositions(nn.Module):
 
 
 class RotaryPositions(nn.Module):
-    """Computes ``cos``/``sin`` for the given positions on the fly: a few hundred flops per token, and no
-    buffer that would need re-creating after the model is materialised from the meta device."""
+    """Computes ``cos``/``sin`` for the given positions on the fly (a few hundred flops per token). The inverse
+    frequencies are kept per device in a plain dict, not a buffer: nothing to re-create after the model is
+    materialised from the meta device, and no host-to-device copy per decode step."""
 
     def __init__(self, head_dim: int, theta: float, scaling: str, factor: float) -> None:
         super().__init__()
         self.head_dim, self.theta, self.scaling, self.factor = head_dim, theta, scaling, factor
+        self._inv_freq: dict[torch.device, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, Rope]:
-        inv_freq = rope_inv_freq(self.head_dim, self.theta, scaling=self.scaling, factor=self.factor).to(x.device)
+        inv_freq = self._inv_freq.get(x.device)
+        if inv_freq is None:
+            inv_freq = rope_inv_freq(self.head_dim, self.theta, scaling=self.scaling, factor=self.factor)
+            inv_freq = self._inv_freq[x.device] = inv_freq.to(x.device)
         return x, rope_cos_sin(positions, inv_freq, x.dtype)
 
 

@@ -7,7 +7,9 @@ Positions: query ``i`` sits at absolute position ``q_offset + i``; key ``j`` at 
 * ``window = W``: key ``j`` is visible iff ``q_offset + i - W < j`` (and, when not causal, also
   ``j < q_offset + i + W``): a causal query sees ``W`` keys, itself included; a non-causal one ``2W - 1``;
 * ``allow_mask``: boolean, True = may attend, broadcastable to ``(B, Hq, Tq, Tk)``; the same meaning as
-  PyTorch SDPA's boolean ``attn_mask``. ANDed with the two rules above.
+  PyTorch SDPA's boolean ``attn_mask``. ANDed with the two rules above;
+* ``kv_lens``: ``(B,)`` integers, key ``j`` of row ``b`` is real iff ``j < kv_lens[b]`` (right padding as
+  lengths, which a fused kernel reads without a mask tensor). ANDed with everything else.
 
 A query row with no visible key produces zeros (and zero gradients), in every kernel.
 """
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 Q_SPEC = TensorSpec("q", ("B", "Hq", "Tq", "D"))
 K_SPEC = TensorSpec("k", ("B", "Hkv", "Tk", "D"))
 V_SPEC = TensorSpec("v", ("B", "Hkv", "Tk", "D"))
+_KV_LENS = TensorSpec("kv_lens", ("B",), dtypes={"int64", "int32"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,6 +44,7 @@ class AttentionCall:
     softcap: float | None = None
     dropout_p: float = 0.0
     q_offset: int = 0
+    kv_lens: torch.Tensor | None = None  # (B,) int
 
     def __post_init__(self) -> None:
         dims = Q_SPEC.check(self.q)
@@ -57,6 +61,8 @@ class AttentionCall:
             full = (dims["B"], dims["Hq"], dims["Tq"], dims["Tk"])
             if len(shape) > 4 or any(m not in (1, f) for m, f in zip(shape[::-1], full[::-1])):
                 raise ValueError(f"allow_mask of shape {list(shape)} does not broadcast to (B, Hq, Tq, Tk) = {list(full)}")
+        if self.kv_lens is not None:
+            _KV_LENS.check(self.kv_lens, dims)
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.softcap is not None and self.softcap <= 0:
@@ -97,6 +103,7 @@ class KernelCaps:
     softcap: bool = False
     dropout: bool = False
     backward: bool = False
+    kv_lens: bool = False
     head_dims: frozenset[int] | None = None  # None: any head dim
 
     def missing(self, call: AttentionCall) -> list[str]:
@@ -117,6 +124,7 @@ class KernelCaps:
             "softcap": call.softcap is not None,
             "dropout": call.dropout_p > 0,
             "backward": call.needs_backward,
+            "kv_lens": call.kv_lens is not None,
         }
         out.extend(name for name, needed in wanted.items() if needed and not getattr(self, name))
         return out

@@ -86,6 +86,13 @@ def padding_mask(key_padding_mask: Tensor) -> Tensor:
     return (~key_padding_mask)[:, None, None, :]
 
 
+def length_mask(kv_lens: Tensor, tk: int) -> Tensor:
+    """``(B,)`` valid key counts -> ``(B, 1, 1, Tk)`` allow mask: key ``j`` of row ``b`` is real iff ``j < kv_lens[b]``."""
+    if kv_lens.dim() != 1 or kv_lens.dtype.is_floating_point or kv_lens.dtype == torch.bool:
+        raise ValueError(f"kv_lens must be a (B,) integer tensor, got {kv_lens.dtype} of shape {list(kv_lens.shape)}")
+    return (torch.arange(tk, device=kv_lens.device) < kv_lens[:, None])[:, None, None, :]
+
+
 def document_mask(q_document_ids: Tensor, k_document_ids: Tensor | None = None) -> Tensor:
     """``(B, 1, Tq, Tk)`` allow mask for packed sequences: a query attends only to keys of its own document.
 

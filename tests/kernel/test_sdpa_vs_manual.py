@@ -261,3 +261,17 @@ def test_causal_with_fewer_queries_is_bottom_right_aligned(name, tq, tk, window,
     # The test can tell the alignments apart: top-left (q_offset 0) differs from the reference here.
     top_left, *_ = run_kernel(name, q_full[:, :, tk - tq :], k, v, grad_out, causal=True, window=window)
     assert not torch.allclose(top_left.float(), ref.detach(), **tol)
+
+
+@pytest.mark.parametrize("kernel_name", ["manual", "sdpa"])
+def test_kv_lens_equals_the_padding_mask_it_describes(kernel_name):
+    """``kv_lens`` (right padding as lengths) must mean exactly the key-padding allow mask it stands for."""
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(3, 4, 5, 16, generator=gen)
+    k, v = (torch.randn(3, 2, 9, 16, generator=gen) for _ in range(2))
+    lens = torch.tensor([9, 4, 1])
+    pad = torch.arange(9)[None, :] >= lens[:, None]
+    by_lens = AttentionCall(q=q, k=k, v=v, causal=True, q_offset=4, kv_lens=lens)
+    by_mask = AttentionCall(q=q, k=k, v=v, causal=True, q_offset=4, allow_mask=padding_mask(pad))
+    fn = kernel.resolve(kernel_name, by_lens)
+    torch.testing.assert_close(fn(by_lens), kernel.resolve("manual", by_mask)(by_mask), atol=1e-6, rtol=0)

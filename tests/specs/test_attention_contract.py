@@ -210,3 +210,13 @@ def test_attention_call_with_checks_disabled_does_not_crash():
     with set_checks(False):
         call = AttentionCall(q=q, k=k, v=v)
     assert call.gqa
+
+
+def test_kv_lens_is_checked_and_counted_as_a_capability():
+    q, k = torch.zeros(2, 4, 3, 8), torch.zeros(2, 2, 5, 8)
+    with pytest.raises(ShapeError, match="kv_lens"):
+        AttentionCall(q=q, k=k, v=k, kv_lens=torch.tensor([5, 5, 5]))
+    with pytest.raises(ShapeError, match="kv_lens: dtype float32"):
+        AttentionCall(q=q, k=k, v=k, kv_lens=torch.tensor([5.0, 5.0]))
+    call = AttentionCall(q=q, k=k, v=k, kv_lens=torch.tensor([5, 2]))
+    assert "kv_lens" in KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), gqa=True).missing(call)
