@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from specs.config_io import current_umask
+from specs.config_files import current_umask
 
 
 @contextlib.contextmanager

@@ -32,7 +32,8 @@ from model.build import build
 from model.card_writer import file_refs, make_card
 from model.manifest import CheckpointError, verify_manifest, write_manifest
 from specs.card import ModelCard
-from specs.config_io import atomic_write_text, dump_config, dumps_config, load_config, to_dict
+from specs.config_files import atomic_write_text, dump_config, dumps_config, load_config
+from specs.config_io import to_dict
 from specs.errors import ConfigError
 from specs.model_config import ModelConfig
 
@@ -105,9 +106,14 @@ def _tensors_to_save(model: nn.Module, cfg: ModelConfig) -> dict[str, torch.Tens
     if found != wanted:  # a checkpoint that load_checkpoint would refuse must not be written
         problems = [f"unexpected {n}" for n in sorted(found.keys() - wanted.keys())]
         problems += [f"missing {n}" for n in sorted(wanted.keys() - found.keys())]
-        problems += [f"{n}: shape {list(found[n])}, config says {list(wanted[n])}"
-                     for n in sorted(found.keys() & wanted.keys()) if found[n] != wanted[n]]
-        raise ValueError(f"the model's tensors do not match its config ({cfg.name or 'unnamed'}): " + "; ".join(problems))
+        problems += [
+            f"{n}: shape {list(found[n])}, config says {list(wanted[n])}"
+            for n in sorted(found.keys() & wanted.keys())
+            if found[n] != wanted[n]
+        ]
+        raise ValueError(
+            f"the model's tensors do not match its config ({cfg.name or 'unnamed'}): " + "; ".join(problems)
+        )
     declared = tied_aliases(reference)
     out: dict[str, torch.Tensor] = {}
     storages: dict[tuple[str, int], str] = {}

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from specs.config_io import atomic_write_text
+from specs.config_files import atomic_write_text
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "lmplanes-manifest"

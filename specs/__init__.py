@@ -11,20 +11,15 @@ from specs.attention import AttentionCall, AttentionKernel, KernelCaps
 from specs.batch import IGNORE_INDEX, Batch
 from specs.cache import KVCache, RecurrentState
 from specs.card import DataRef, FileRef, ModelCard
-from specs.config_io import (
-    FieldProblem,
+from specs.config_files import (
     apply_overrides,
-    config_kind,
-    config_kinds,
     dump_config,
     dumps_config,
-    from_dict,
     load_config,
     load_preset,
     preset_names,
-    register_migration,
-    to_dict,
 )
+from specs.config_io import FieldProblem, config_kind, config_kinds, from_dict, register_migration, to_dict
 from specs.errors import ConfigError, ShapeError
 from specs.generation_config import GenerationConfig
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig

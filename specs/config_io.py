@@ -1,10 +1,11 @@
-"""Versioned config machinery: a registry of config kinds, validation, migrations, JSON/YAML I/O.
+"""Versioned config machinery: a registry of config kinds, migrations, validation, and plain-data conversion.
 
 Every config is a frozen, keyword-only dataclass registered with :func:`config_kind`. Its serialised form is
 a mapping that starts with ``kind`` and ``version`` and then holds the fields. Loading a file migrates it
 from the version it was written with to the current one (:func:`register_migration`), then validates it
 with pydantic in strict JSON mode: unknown keys, wrong types and impossible combinations are reported with
-their dotted field path, and a misspelt key comes with the closest valid name.
+their dotted field path, and a misspelt key comes with the closest valid name. Files, presets and overrides
+are in :mod:`specs.config_files`.
 """
 
 from __future__ import annotations
@@ -12,19 +13,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
-import re
-import tempfile
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache
-from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
-import yaml
 
 from specs.errors import ConfigError
 
@@ -32,17 +27,6 @@ C = TypeVar("C")
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 _KINDS: dict[str, type] = {}
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML that also reads ``1e-5`` as a float (YAML 1.1 demands a dot: ``1.0e-5``)."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
 _MIGRATIONS: dict[tuple[str, int], Migration] = {}
 
 
@@ -215,112 +199,3 @@ def _dataclass_in(tp: Any) -> type | None:
             if dataclasses.is_dataclass(arg):
                 return arg
     return None
-
-
-# ------------------------------------------------------------------------------------------------- files, presets
-
-
-def load_config(name_or_path: str | os.PathLike[str], *, kind: str | None = None) -> Any:
-    """Load a config from a ``.json``/``.yaml`` path or a preset name (``specs/presets/NAME.yaml``)."""
-    path = Path(name_or_path)
-    looks_like_a_path = path.suffix in (".json", ".yaml", ".yml") or len(path.parts) > 1 or path.is_file()
-    if not looks_like_a_path:
-        return load_preset(str(name_or_path), kind=kind)  # a directory named like a preset does not hide it
-    if path.is_dir():
-        raise ConfigError([("", f"{path} is a directory, not a config file")])
-    if not path.is_file():
-        raise ConfigError([("", f"no such config file: {path}")])
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")], str(path)) from None
-    return from_dict(_parse(text, path.suffix, str(path)), kind=kind, source=str(path))
-
-
-def load_preset(name: str, *, kind: str | None = None) -> Any:
-    """Load a named preset; an unknown name lists the close matches but never resolves to one."""
-    names = preset_names()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"available: {', '.join(names)}"
-        raise ConfigError([("", f"unknown preset {name!r} (and no such file); {hint}")])
-    text = resources.files("specs.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-    return from_dict(_parse(text, ".yaml", f"preset {name}"), kind=kind, source=f"preset {name}")
-
-
-def preset_names() -> list[str]:
-    """Names of the presets shipped in ``specs/presets``."""
-    root = resources.files("specs.presets")
-    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def _parse(text: str, suffix: str, source: str) -> Any:
-    try:
-        return json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError([("", f"not valid {'JSON' if suffix == '.json' else 'YAML'}: {exc}")], source) from None
-
-
-def dumps_config(cfg: Any, fmt: str = "yaml") -> str:
-    """Serialise a config to YAML or JSON text."""
-    data = to_dict(cfg)
-    if fmt == "json":
-        return json.dumps(data, indent=2) + "\n"
-    if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False)
-    raise ValueError(f"unknown config format {fmt!r}; use 'json' or 'yaml'")
-
-
-def dump_config(cfg: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a config to ``path`` (format by suffix), atomically: a crash never leaves half a file."""
-    path = Path(path)
-    fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(path.suffix)
-    if fmt is None:
-        raise ValueError(f"cannot tell the config format of {path}: use a .json, .yaml or .yml suffix")
-    atomic_write_text(path, dumps_config(cfg, fmt))
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a config is as readable as any new file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def apply_overrides(cfg: C, overrides: Iterable[str]) -> C:
-    """Apply ``dotted.key=value`` overrides (values parsed as YAML) and re-validate the whole config."""
-    data = to_dict(cfg)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError([("", f"override {item!r} is not of the form dotted.key=value")])
-        node = data
-        *parents, leaf = key.split(".")
-        for i, part in enumerate(parents):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError([(".".join(parents[: i + 1]), f"override {item!r} does not name a nested config")])
-            node = node[part]
-        if key in ("kind", "version"):
-            raise ConfigError([(key, "is set by lmplanes, not by an override")])
-        try:
-            node[leaf] = yaml.load(raw, Loader=_YamlLoader)
-        except yaml.YAMLError as exc:
-            raise ConfigError([(key, f"value {raw!r} is not valid YAML: {exc}".replace("\n", " "))]) from None
-    return from_dict(data)

@@ -20,6 +20,7 @@ from specs import (
     ModelConfig,
     RoPEConfig,
     apply_overrides,
+    config_files,
     config_io,
     dump_config,
     dumps_config,
@@ -200,7 +201,7 @@ def test_dump_config_failing_serialiser_leaves_target_untouched(tmp_path, monkey
     def boom(*args, **kwargs):
         raise RuntimeError("serialiser died")
 
-    monkeypatch.setattr(config_io, "dumps_config", boom)
+    monkeypatch.setattr(config_files, "dumps_config", boom)
     with pytest.raises(RuntimeError, match="serialiser died"):
         dump_config(load_preset("llama-tiny"), target)
     assert target.read_text(encoding="utf-8") == "original\n"
@@ -216,7 +217,7 @@ def test_dump_config_failing_midway_leaves_target_untouched_and_no_temp(tmp_path
         seen.append(args)
         raise OSError(f"{victim} died")
 
-    monkeypatch.setattr(config_io.os, victim, boom)
+    monkeypatch.setattr(config_files.os, victim, boom)
     with pytest.raises(OSError, match=f"{victim} died"):
         dump_config(load_preset("llama-tiny"), target)
     monkeypatch.undo()
@@ -526,7 +527,7 @@ def test_register_migration_chain_and_gap(monkeypatch):
 
 def test_atomic_write_text_creates_parents(tmp_path):
     target = tmp_path / "a" / "b" / "c.txt"
-    config_io.atomic_write_text(target, "hi")
+    config_files.atomic_write_text(target, "hi")
     assert target.read_text(encoding="utf-8") == "hi"
     assert os.listdir(target.parent) == ["c.txt"]
 
