@@ -82,8 +82,9 @@ class StaticKVCache:
         if indices.shape != (self._k.shape[1],):
             raise ValueError(f"reorder needs one source row per row: shape ({self._k.shape[1]},), got {list(indices.shape)}")
         indices = indices.to(self._k.device)
-        self._k.copy_(self._k.index_select(1, indices))
-        self._v.copy_(self._v.index_select(1, indices))
+        filled = max(self._lengths)  # only the positions written so far carry anything worth moving
+        self._k[:, :, :, :filled] = self._k[:, :, :, :filled].index_select(1, indices)
+        self._v[:, :, :, :filled] = self._v[:, :, :, :filled].index_select(1, indices)
 
     def bytes(self) -> int:
         return 2 * self._k.numel() * self._k.element_size()

@@ -31,6 +31,7 @@ from model.atomic import atomic_directory
 from model.build import build
 from model.card_writer import file_refs, make_card
 from model.manifest import CheckpointError, verify_manifest, write_manifest
+from model.weight_files import INDEX_NAME, WEIGHTS_NAME, weight_files
 from specs.card import ModelCard
 from specs.config_files import atomic_write_text, dump_config, dumps_config, load_config
 from specs.config_io import to_dict
@@ -39,8 +40,6 @@ from specs.model_config import ModelConfig
 
 CONFIG_NAME = "config.json"
 CARD_NAME = "modelcard.json"
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
 TRAIN_STATE_DIR = "train_state"
 _METADATA = {"format": "pt"}
 
@@ -210,7 +209,7 @@ def load_checkpoint(
     model = build(cfg, device="meta")
     aliases = tied_aliases(model)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in aliases}
-    files = _weight_files(root)
+    files = weight_files(root)
     found = _check_headers(root, files, expected, aliases)
 
     state: dict[str, torch.Tensor] = {}
@@ -236,36 +235,6 @@ def _tensor_at(model: nn.Module, name: str) -> torch.Tensor:
     owner_name, _, leaf = name.rpartition(".")
     owner = model.get_submodule(owner_name)
     return owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf]
-
-
-def _weight_files(root: Path) -> dict[str, list[str] | None]:
-    """``{file: tensor names the index assigns to it}`` (``None`` for the unsharded single file)."""
-    index_path, single = root / INDEX_NAME, root / WEIGHTS_NAME
-    if index_path.is_file() and single.is_file():
-        raise CheckpointError(f"both {WEIGHTS_NAME} and {INDEX_NAME} are present; which weights to load is ambiguous")
-    if not index_path.is_file():
-        if not single.is_file():
-            raise CheckpointError(f"{WEIGHTS_NAME}: missing (and no {INDEX_NAME}); the checkpoint has no weights", root)
-        return {WEIGHTS_NAME: None}
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{INDEX_NAME}: malformed, not valid JSON ({exc})", root) from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise CheckpointError(f"{INDEX_NAME}: malformed, expected a 'weight_map' of tensor name -> file", root)
-    files: dict[str, list[str]] = {}
-    for name, file in weight_map.items():
-        files.setdefault(file, []).append(name)
-    problems = []
-    for file in sorted(files):
-        if "/" in file or "\\" in file or file in ("", ".", ".."):
-            problems.append(f"{INDEX_NAME}: weight_map names {file!r}, which is not a file of this directory")
-        elif not (root / file).is_file():
-            problems.append(f"{file}: missing (named by {INDEX_NAME} for {len(files[file])} tensors)")
-    if problems:
-        raise CheckpointError(problems, root)
-    return files
 
 
 def _check_headers(

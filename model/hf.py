@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import safe_open
@@ -24,13 +24,36 @@ from torch import nn
 from model.atomic import atomic_directory
 from model.build import DTYPES, build
 from model.hf_llama import LlamaFamily
+from model.weight_files import INDEX_NAME, WEIGHTS_NAME, weight_files
 from specs.model_config import ModelConfig
 
-HF_FAMILIES: dict[str, Any] = {"llama": LlamaFamily()}
+
+class HFFamily(Protocol):
+    """What a supported Hugging Face family supplies: the config mapping both ways and plain name tables."""
+
+    model_type: str  # config.json's model_type
+    architecture: str  # config.json's architectures[0]
+
+    def config_from_hf(self, hf: dict[str, Any], *, name: str, dtype: str) -> ModelConfig: ...
+
+    def hf_config(self, cfg: ModelConfig, *, dtype: str) -> dict[str, Any]: ...
+
+    def export_problems(self, cfg: ModelConfig) -> list[str]:
+        """Why this family cannot express ``cfg`` (empty when it can)."""
+        ...
+
+    def hf_name(self, name: str, cfg: ModelConfig) -> str | None:
+        """The Hugging Face name of our tensor ``name`` (None: the family has none)."""
+        ...
+
+    def ignored(self, hf_name: str, cfg: ModelConfig) -> bool:
+        """Stored tensors the family knows and skips (e.g. derived RoPE buffers)."""
+        ...
+
+
+HF_FAMILIES: dict[str, HFFamily] = {"llama": LlamaFamily()}
 
 _CONFIG = "config.json"
-_SINGLE = "model.safetensors"
-_INDEX = "model.safetensors.index.json"
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
@@ -118,14 +141,14 @@ def to_hf(model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = F
     with atomic_directory(path, overwrite=overwrite) as staging:
         config = json.dumps(family.hf_config(cfg, dtype=dtype), indent=2, sort_keys=True) + "\n"
         (staging / _CONFIG).write_text(config, encoding="utf-8")
-        save_file(tensors, str(staging / _SINGLE), metadata={"format": "pt"})
+        save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
     return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def _family(model_type: Any) -> Any:
+def _family(model_type: object) -> HFFamily:
     if model_type not in HF_FAMILIES:
         raise ValueError(
             f"unsupported Hugging Face model_type {model_type!r}; supported: {', '.join(sorted(HF_FAMILIES))}"
@@ -155,34 +178,19 @@ def _checkpoint_dtype(hf: dict[str, Any]) -> torch.dtype:
 @contextlib.contextmanager
 def _open_weights(root: Path) -> Iterator[dict[str, Any]]:
     """Map every stored tensor name to the open safetensors file that holds it."""
-    if (root / _INDEX).is_file():
-        weight_map = _read_json(root / _INDEX).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ValueError(f"{root / _INDEX} has no 'weight_map' object")
-    elif (root / _SINGLE).is_file():
-        weight_map = None
-    else:
-        pickled = [name for name in _PICKLED if (root / name).exists()]
-        if pickled:
-            raise ValueError(
-                f"{root} holds only pickled weights ({', '.join(pickled)}); lmplanes never unpickles checkpoints. "
-                "Convert them to safetensors (model.safetensors) first."
-            )
-        raise FileNotFoundError(f"{root} has neither {_SINGLE} nor {_INDEX}")
-    shards = sorted(set(weight_map.values())) if weight_map is not None else [_SINGLE]
-    for shard in shards:
-        if not isinstance(shard, str) or Path(shard).name != shard:
-            raise ValueError(f"{root / _INDEX} names shard {shard!r}, which is not a file in {root}")
-        if not (root / shard).is_file():
-            raise FileNotFoundError(f"shard {shard} listed in {_INDEX} is missing from {root}")
+    has_safetensors = (root / WEIGHTS_NAME).is_file() or (root / INDEX_NAME).is_file()
+    pickled = [name for name in _PICKLED if (root / name).exists()]
+    if pickled and not has_safetensors:
+        raise ValueError(
+            f"{root} holds only pickled weights ({', '.join(pickled)}); lmplanes never unpickles checkpoints. "
+            "Convert them to safetensors (model.safetensors) first."
+        )
+    files = weight_files(root)  # {file: names the index assigns to it, or None for the single file}
     with contextlib.ExitStack() as stack:
-        handles = {shard: stack.enter_context(safe_open(str(root / shard), framework="pt")) for shard in shards}
-        if weight_map is None:
-            yield {name: handles[_SINGLE] for name in handles[_SINGLE].keys()}
-        else:
-            stored = {shard: set(handle.keys()) for shard, handle in handles.items()}
-            absent = sorted(name for name, shard in weight_map.items() if name not in stored[shard])
-            if absent:
-                raise ValueError(f"tensors listed in {_INDEX} are absent from their shards: {', '.join(absent)}")
-            yield {name: handles[shard] for name, shard in weight_map.items()}
+        handles = {file: stack.enter_context(safe_open(str(root / file), framework="pt")) for file in files}
+        stored = {file: set(handle.keys()) for file, handle in handles.items()}
+        absent = sorted(n for file, names in files.items() for n in names or () if n not in stored[file])
+        if absent:
+            raise ValueError(f"tensors listed in {INDEX_NAME} are absent from their shards: {', '.join(absent)}")
+        yield {name: handles[file] for file, names in files.items() for name in (names or stored[file])}
 
