@@ -19,13 +19,11 @@ from specs.attention import AttentionCall
 KERNELS = ["manual", "sdpa"]
 B, H, T, D = 4, 8, 512, 64
 ROUNDS = {"rounds": 5, "iterations": 1, "warmup_rounds": 1}
+_GEN = torch.Generator().manual_seed(0)
 
 
 def _randn(*shape: int, grad: bool = False) -> torch.Tensor:
     return torch.randn(*shape, generator=_GEN).requires_grad_(grad)
-
-
-_GEN = torch.Generator().manual_seed(0)
 
 
 def _check_parity(name: str, call: AttentionCall) -> None:
