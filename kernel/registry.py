@@ -122,25 +122,12 @@ def clear_auto_choices() -> None:
 
 
 def shape_bucket(call: AttentionCall) -> tuple:
-    """Calls in the same bucket share an ``"auto"`` choice: sequence lengths are rounded up to powers of two."""
+    """Calls in the same bucket share an ``"auto"`` choice: sequence lengths are rounded up to powers of two,
+    and every capability the call needs is part of the key (the same list ``KernelCaps.missing`` checks, so a
+    choice can never be reused for a call its kernel cannot serve)."""
     q, k = call.q, call.k
-    return (
-        str(q.device),
-        str(q.dtype),
-        q.shape[1],
-        k.shape[1],
-        q.shape[-1],
-        _pow2(q.shape[2]),
-        _pow2(k.shape[2]),
-        call.allow_mask is not None,
-        call.kv_lens is not None,
-        call.causal,
-        call.q_offset != 0,
-        call.window is not None,
-        call.softcap is not None,
-        call.dropout_p > 0,
-        call.needs_backward,
-    )
+    shape = (str(q.device), str(q.dtype), q.shape[1], k.shape[1], q.shape[-1], _pow2(q.shape[2]), _pow2(k.shape[2]))
+    return shape + tuple(sorted(name for name, needed in call.features().items() if needed))
 
 
 def _pow2(n: int) -> int:
@@ -161,7 +148,7 @@ def _load(name: str, entry: _Entry) -> AttentionKernel | None:
     module_name, _, attr = entry.target.partition(":")
     try:
         entry.target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # a broken optional back-end (driver, toolchain) must not break every other kernel
         entry.load_error = f"{type(exc).__name__}: {exc}"
         log.info("attention kernel %r is unavailable: %s", name, entry.load_error)
         return None

@@ -72,6 +72,20 @@ class AttentionCall:
         if self.q_offset < 0:
             raise ValueError(f"q_offset must be >= 0, got {self.q_offset}")
 
+    def features(self) -> dict[str, bool]:
+        """Which boolean kernel capabilities (fields of :class:`KernelCaps`) this call needs."""
+        return {
+            "allow_mask": self.allow_mask is not None,
+            "causal": self.causal,
+            "q_offset": self.q_offset != 0 and (self.causal or self.window is not None),
+            "gqa": self.gqa,
+            "window": self.window is not None,
+            "softcap": self.softcap is not None,
+            "dropout": self.dropout_p > 0,
+            "backward": self.needs_backward,
+            "kv_lens": self.kv_lens is not None,
+        }
+
     @property
     def head_dim(self) -> int:
         return self.q.shape[-1]
@@ -115,18 +129,7 @@ class KernelCaps:
             out.append(f"device {call.device_type} (supports {', '.join(sorted(self.devices))})")
         if self.head_dims is not None and call.head_dim not in self.head_dims:
             out.append(f"head dim {call.head_dim} (supports {sorted(self.head_dims)})")
-        wanted = {
-            "allow_mask": call.allow_mask is not None,
-            "causal": call.causal,
-            "q_offset": call.q_offset != 0 and (call.causal or call.window is not None),
-            "gqa": call.gqa,
-            "window": call.window is not None,
-            "softcap": call.softcap is not None,
-            "dropout": call.dropout_p > 0,
-            "backward": call.needs_backward,
-            "kv_lens": call.kv_lens is not None,
-        }
-        out.extend(name for name, needed in wanted.items() if needed and not getattr(self, name))
+        out.extend(name for name, needed in call.features().items() if needed and not getattr(self, name))
         return out
 
 

@@ -313,3 +313,12 @@ def test_auto_under_torch_compile_does_not_pick_the_oracle():
 
     torch.testing.assert_close(run(call.q), sdpa.attention(call))
     assert auto_choices() == {}
+
+
+def test_a_lazy_kernel_that_fails_to_import_is_reported_not_raised(tmp_path, monkeypatch):
+    (tmp_path / "broken_backend.py").write_text("raise RuntimeError('no GPU driver')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register("broken", "broken_backend:attention", FULL_CAPS)
+    call = make_call(causal=True)
+    assert any("cannot be loaded: RuntimeError: no GPU driver" in r for r in explain("broken", call))
+    assert resolve("auto", call) in (manual.attention, sdpa.attention)
