@@ -8,7 +8,7 @@ from attn.context import AttentionContext
 from attn.cross_attention import CrossAttention
 from attn.kv_cache import StaticKVCache
 from attn.projections import AttentionProjections
-from attn.qk_norm import QKNorm
+from attn.rms_norm import RMSNorm
 from attn.self_attention import SelfAttention
 
-__all__ = ["AttentionContext", "AttentionProjections", "CrossAttention", "QKNorm", "SelfAttention", "StaticKVCache"]
+__all__ = ["AttentionContext", "AttentionProjections", "CrossAttention", "RMSNorm", "SelfAttention", "StaticKVCache"]

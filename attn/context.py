@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specs.cache import KVCache
+from specs.cache import CacheStep, KVCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,14 +14,14 @@ class AttentionContext:
     """Built once per forward by the model and handed unchanged through every block.
 
     ``rope``: ``(cos, sin)`` for the new tokens, or None without rotary positions. ``allow_mask``: boolean,
-    True = may attend, broadcastable to ``(B, Hq, T, q_offset + T)``. ``cache``: where layers append their
-    keys/values. ``q_offset``: absolute position of the first new token (the tokens already cached).
+    True = may attend, broadcastable to ``(B, Hq, T, Tk)``. ``cache``: where layers write their keys/values;
+    ``step``: what the cache said about this forward (query offsets per row, valid key lengths, page table).
     """
 
     rope: tuple[torch.Tensor, torch.Tensor] | None = None
     allow_mask: torch.Tensor | None = None
     cache: KVCache | None = None
-    q_offset: int = 0
+    step: CacheStep = CacheStep(q_offset=0)
 
 
 NO_CONTEXT = AttentionContext()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from attn.dispatch import attend
 from attn.projections import AttentionProjections
-from kernel.registry import resolve
 from specs.attention import AttentionCall
 from specs.tensor_spec import TensorSpec
 
@@ -44,4 +44,4 @@ class CrossAttention(AttentionProjections):
             softcap=self.cfg.softcap,
             dropout_p=self.cfg.dropout if self.training else 0.0,
         )
-        return self.merge_heads(resolve(self.cfg.kernel, call)(call))
+        return self.merge_heads(attend(self.cfg.kernel, call))

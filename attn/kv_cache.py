@@ -1,21 +1,32 @@
-"""StaticKVCache: a contiguous, preallocated KV cache implementing :class:`specs.KVCache`.
+"""StaticKVCache: a preallocated, contiguous implementation of :class:`specs.KVCache`.
 
 Memory for ``max_len`` tokens per row is allocated up front (one tensor for keys, one for values, across all
-layers), so decoding allocates nothing per step. Rows advance together; per-row padding is expressed with
-the attention mask.
+layers), so decoding allocates nothing per step. Token ``j`` of row ``b`` is stored at slot ``j``; each row
+has its own length.
+
+Two ways to run, chosen when the cache is built:
+
+* ``fixed_shapes=False`` (eager decoding): the lengths are mirrored on the host, so ``update`` returns only the
+  slots in use (attention costs what the tokens cost) and an overflow is refused before anything is written;
+* ``fixed_shapes=True`` (compiled decoding, gpt-fast style): nothing reads a length on the host, ``update``
+  returns the whole ``max_len`` buffers with per-row valid lengths, so one decode step has the same shapes
+  every time and ``torch.compile(fullgraph=True)`` / CUDA graphs capture it once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from specs.tensor_spec import TensorSpec
+from specs.cache import CacheLayout, CacheStep
+from specs.tensor_spec import TensorSpec, dtype_name
 
 _KV = TensorSpec("k/v", ("B", "Hkv", "T", "D"))
 
 
 class StaticKVCache:
-    """Keys/values of shape ``(L, B, Hkv, max_len, D)``; layer ``l`` holds ``lengths[l]`` tokens."""
+    """Keys/values of shape ``(L, B, Hkv, max_len, D)`` and ``(B,)`` committed lengths."""
 
     def __init__(
         self,
@@ -27,6 +38,7 @@ class StaticKVCache:
         max_len: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        fixed_shapes: bool = False,
     ) -> None:
         if min(n_layers, batch, n_kv_heads, head_dim, max_len) < 1:
             raise ValueError(
@@ -36,55 +48,121 @@ class StaticKVCache:
         shape = (n_layers, batch, n_kv_heads, max_len, head_dim)
         self._k = torch.zeros(shape, dtype=dtype, device=device)
         self._v = torch.zeros(shape, dtype=dtype, device=device)
-        self._lengths = [0] * n_layers
-        self._dims = {"B": batch, "Hkv": n_kv_heads, "D": head_dim}
+        self._lens = torch.zeros(batch, dtype=torch.int64, device=self._k.device)
+        self._rows = torch.arange(batch, device=self._k.device)
+        self._host: list[int] | None = None if fixed_shapes else [0] * batch
+        self.fixed_shapes = fixed_shapes
+        self._layout = CacheLayout(
+            n_layers=n_layers, batch=batch, n_kv_heads=n_kv_heads, head_dim=head_dim, max_len=max_len,
+            dtype=dtype_name(self._k),
+        )
+
+    @property
+    def layout(self) -> CacheLayout:
+        return self._layout
 
     @property
     def max_len(self) -> int:
-        return self._k.shape[3]
-
-    @property
-    def seq_len(self) -> int:
-        return min(self._lengths)
+        return self._layout.max_len
 
     @property
     def seq_lens(self) -> torch.Tensor:
-        return torch.full((self._k.shape[1],), self.seq_len, dtype=torch.int64, device=self._k.device)
+        return self._lens.clone()
+
+    # ------------------------------------------------------------------------------------------------ forward
+
+    def step(self, n_new: int) -> CacheStep:
+        if n_new < 1:
+            raise ValueError(f"a forward must bring at least one new token per row, got {n_new}")
+        if self._host is None:
+            # No host copy of the lengths: an overflow is caught on the device (a sync-free assert on GPU).
+            torch._assert_async((self._lens + n_new <= self.max_len).all(), "KV cache is full")
+            return CacheStep(q_offset=self._lens.clone(), kv_lens=self._lens + n_new)
+        full = [b for b, n in enumerate(self._host) if n + n_new > self.max_len]
+        if full:
+            b = full[0]
+            raise ValueError(
+                f"KV cache is full: row {b} holds {self._host[b]} tokens and {n_new} more exceed max_len "
+                f"{self.max_len}; build the cache with a larger max_len (new_cache(batch, max_len))"
+            )
+        if len(set(self._host)) == 1:
+            return CacheStep(q_offset=self._host[0])
+        return CacheStep(q_offset=self._lens.clone(), kv_lens=self._lens + n_new)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = _KV.check(k, dict(self._dims))
+        layout = self._layout
+        dims = _KV.check(k, {"B": layout.batch, "Hkv": layout.n_kv_heads, "D": layout.head_dim})
         _KV.check(v, dims)
-        # Write after the committed tokens (the minimum over layers), not after this layer's own count: a forward
-        # interrupted part-way leaves early layers ahead, and the next forward must overwrite what they wrote.
-        start = self.seq_len
-        end = start + dims["T"]
-        if end > self.max_len:
+        if k.dtype != self._k.dtype or v.dtype != self._k.dtype:
             raise ValueError(
-                f"KV cache is full: it holds {start} tokens, {dims['T']} more exceed max_len {self.max_len}"
+                f"KV cache holds {self._k.dtype} but layer {layer} gives {k.dtype}; create the cache with the "
+                "model's dtype (new_cache(..., dtype=...))"
             )
-        if k.dtype != self._k.dtype:
-            raise ValueError(f"KV cache holds {self._k.dtype} but layer {layer} gives {k.dtype}; create the cache "
-                             "with the model's dtype (new_cache(..., dtype=...))")
-        self._k[layer, :, :, start:end] = k
-        self._v[layer, :, :, start:end] = v
-        self._lengths[layer] = end
+        n_new = dims["T"]
+        if self._host is not None and len(set(self._host)) == 1:  # every row at the same length: a plain slice
+            start = self._host[0]
+            self._k[layer, :, :, start : start + n_new] = k
+            self._v[layer, :, :, start : start + n_new] = v
+        else:
+            slots = self._lens[:, None] + torch.arange(n_new, device=self._lens.device)  # (B, T)
+            rows = self._rows[:, None]
+            # (B, max_len, Hkv, D) views, so two index tensors pick (row, slot) pairs and write through.
+            self._k[layer].transpose(1, 2)[rows, slots] = k.transpose(1, 2)
+            self._v[layer].transpose(1, 2)[rows, slots] = v.transpose(1, 2)
+        if self._host is None:
+            return self._k[layer], self._v[layer]
+        end = max(self._host) + n_new
         return self._k[layer, :, :, :end], self._v[layer, :, :, :end]
 
-    def reset(self) -> None:
-        self._lengths = [0] * len(self._lengths)
+    def advance(self, n_new: int) -> None:
+        self._lens += n_new
+        if self._host is not None:
+            self._host = [n + n_new for n in self._host]
 
-    def evict(self, n: int) -> None:
-        if not 0 <= n <= self.seq_len:
-            raise ValueError(f"cannot evict {n} tokens from a cache holding {self.seq_len}")
-        self._lengths = [length - n for length in self._lengths]
+    # ------------------------------------------------------------------------------------------- row control
+
+    def evict(self, n: int | torch.Tensor) -> None:
+        per_row = torch.as_tensor(n, dtype=torch.int64)
+        if per_row.dim() > 1 or per_row.numel() not in (1, self._layout.batch):
+            raise ValueError(f"evict takes an int or one count per row ({self._layout.batch},), got {list(per_row.shape)}")
+        per_row = per_row.expand(self._layout.batch)
+        if self._host is not None:
+            counts = per_row.tolist()
+            bad = [b for b, (have, drop) in enumerate(zip(self._host, counts)) if not 0 <= drop <= have]
+            if bad:
+                b = bad[0]
+                raise ValueError(f"cannot evict {counts[b]} tokens from row {b}, which holds {self._host[b]}")
+            self._host = [have - drop for have, drop in zip(self._host, counts)]
+        self._lens -= per_row.to(self._lens.device)
+
+    def reset(self, rows: Sequence[int] | None = None) -> None:
+        if rows is None:
+            self._lens.zero_()
+            if self._host is not None:
+                self._host = [0] * self._layout.batch
+            return
+        rows = [int(b) for b in rows]
+        bad = [b for b in rows if not 0 <= b < self._layout.batch]
+        if bad:
+            raise ValueError(f"cannot reset row {bad[0]}: the cache has rows 0..{self._layout.batch - 1}")
+        self._lens[rows] = 0
+        if self._host is not None:
+            for b in rows:
+                self._host[b] = 0
 
     def reorder(self, indices: torch.Tensor) -> None:
-        if indices.shape != (self._k.shape[1],):
-            raise ValueError(f"reorder needs one source row per row: shape ({self._k.shape[1]},), got {list(indices.shape)}")
+        if indices.shape != (self._layout.batch,):
+            raise ValueError(
+                f"reorder needs one source row per row: shape ({self._layout.batch},), got {list(indices.shape)}"
+            )
         indices = indices.to(self._k.device)
-        filled = max(self._lengths)  # only the positions written so far carry anything worth moving
+        # Only the slots written so far carry anything worth moving.
+        filled = self.max_len if self._host is None else max(self._host)
         self._k[:, :, :, :filled] = self._k[:, :, :, :filled].index_select(1, indices)
         self._v[:, :, :, :filled] = self._v[:, :, :, :filled].index_select(1, indices)
+        self._lens.copy_(self._lens.index_select(0, indices))
+        if self._host is not None:
+            self._host = [self._host[i] for i in indices.tolist()]
 
     def bytes(self) -> int:
-        return 2 * self._k.numel() * self._k.element_size()
+        return 2 * self._k.numel() * self._k.element_size() + self._lens.numel() * self._lens.element_size()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attn.qk_norm import QKNorm
+from attn.rms_norm import RMSNorm
 from kernel.registry import AUTO, KernelUnavailable, available, capabilities
 from specs.model_config import AttentionConfig
 
@@ -15,11 +15,9 @@ def check_kernel_supports(cfg: AttentionConfig) -> None:
     feature the config always uses. (Dtype, device and shape are checked per call by the registry.)"""
     if cfg.kernel == AUTO:
         return
-    caps = capabilities(cfg.kernel)  # raises KernelUnavailable naming the registered kernels
-    needed = {"softcap": cfg.softcap is not None, "window": cfg.window is not None, "dropout": cfg.dropout > 0}
-    lacking = [feature for feature, used in needed.items() if used and not getattr(caps, feature)]
+    lacking = sorted(cfg.kernel_features() - capabilities(cfg.kernel).features)  # unknown name: KernelUnavailable
     if lacking:
-        able = [n for n in available() if all(getattr(capabilities(n), f) for f in lacking)]
+        able = [n for n in available() if cfg.kernel_features() <= capabilities(n).features]
         raise KernelUnavailable(
             f"attention kernel {cfg.kernel!r} lacks {', '.join(lacking)}, which this config uses; "
             f"kernels that have it: {', '.join(able) or 'none'} (or 'auto')"
@@ -40,8 +38,8 @@ class AttentionProjections(nn.Module):
         self.wk = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
         self.wv = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
         self.wo = nn.Linear(self.n_heads * self.head_dim, d_model, bias=cfg.bias)
-        self.q_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
-        self.k_norm = QKNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
 
     def split_heads(self, projected: torch.Tensor, n_heads: int) -> torch.Tensor:
         """``(B, T, H * D) -> (B, H, T, D)``."""

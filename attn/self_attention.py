@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from attn.context import NO_CONTEXT, AttentionContext
+from attn.dispatch import attend
 from attn.projections import AttentionProjections
-from kernel.registry import resolve
 from specs.attention import AttentionCall
 from specs.model_config import AttentionConfig
 from specs.tensor_spec import TensorSpec
@@ -37,7 +37,7 @@ class SelfAttention(AttentionProjections):
         if ctx.rope is not None:
             q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
         if ctx.cache is not None:
-            k, v = ctx.cache.update(self.layer_idx, k, v)  # (B, Hkv, q_offset + T, D)
+            k, v = ctx.cache.update(self.layer_idx, k, v)  # every key the new queries may see
         call = AttentionCall(
             q=q,
             k=k,
@@ -47,6 +47,8 @@ class SelfAttention(AttentionProjections):
             window=self.cfg.window,
             softcap=self.cfg.softcap,
             dropout_p=self.cfg.dropout if self.training else 0.0,
-            q_offset=ctx.q_offset,
+            q_offset=ctx.step.q_offset,
+            kv_lens=ctx.step.kv_lens,
+            block_table=ctx.step.block_table,
         )
-        return self.merge_heads(resolve(self.cfg.kernel, call)(call))
+        return self.merge_heads(attend(self.cfg.kernel, call))

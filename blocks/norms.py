@@ -1,27 +1,16 @@
-"""LayerNorm and RMSNorm, and the builder that picks one from a ModelConfig."""
+"""LayerNorm and RMSNorm, and the builder that picks one from a ModelConfig.
+
+``RMSNorm`` is defined once, in ``attn`` (the lowest plane that needs it, for QK-norm), and used here.
+"""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from attn.rms_norm import RMSNorm
 from specs.model_config import ModelConfig
-from tensor.ops import rms_norm
 
-
-class RMSNorm(nn.Module):
-    """``x / rms(x) * weight``, normalised in float32 (as Llama does) and returned in the input dtype."""
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
+__all__ = ["RMSNorm", "build_norm"]
 
 
 def build_norm(cfg: ModelConfig) -> nn.Module:

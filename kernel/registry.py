@@ -12,6 +12,7 @@ one kernel inside a ``with`` block and restores the previous behaviour on exit.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import importlib
 import logging
@@ -23,10 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from specs.attention import AttentionCall, AttentionKernel, KernelCaps
+from specs.kernel_names import AUTO, forget_kernel_name, register_kernel_name
 
 log = logging.getLogger(__name__)
-
-AUTO = "auto"
 
 
 class KernelUnavailable(ValueError):
@@ -43,7 +43,9 @@ class _Entry:
 
 _KERNELS: dict[str, _Entry] = {}
 _AUTO_CHOICES: dict[tuple, str] = {}
-_forced: str | None = None
+# The pin of use_kernel: per thread and per asyncio task, so concurrent requests of a server never see each
+# other's pins.
+_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("lmplanes_forced_kernel", default=None)
 
 
 def register(
@@ -59,12 +61,14 @@ def register(
     if name in _KERNELS and not replace:
         raise ValueError(f"kernel {name!r} is already registered; pass replace=True to override it")
     _KERNELS[name] = _Entry(fn, caps, preference)
+    register_kernel_name(name)
     _AUTO_CHOICES.clear()
 
 
 def unregister(name: str) -> None:
     """Remove a kernel (tests and plugins that register temporary kernels use this)."""
     _KERNELS.pop(name, None)
+    forget_kernel_name(name)
     _AUTO_CHOICES.clear()
 
 
@@ -86,6 +90,22 @@ def explain(name: str, call: AttentionCall) -> list[str]:
     return reasons
 
 
+@torch.compiler.assume_constant_result
+def _pinned() -> str | None:
+    """The kernel :func:`use_kernel` pinned in this context. Read at trace time under ``torch.compile``
+    (a ContextVar cannot be traced), so a compiled model keeps the pin it was compiled with."""
+    return _forced.get()
+
+
+def can_serve(name: str, call: AttentionCall) -> bool:
+    """Whether :func:`resolve` would find a kernel for ``call`` (for ``"auto"``: any capable kernel, or the pinned
+    one inside :func:`use_kernel`)."""
+    if name == AUTO:
+        forced = _pinned()
+        return not explain(forced, call) if forced is not None else any(not explain(n, call) for n in _KERNELS)
+    return not explain(name, call)
+
+
 def resolve(name: str, call: AttentionCall) -> AttentionKernel:
     """The kernel to run ``call``: ``name`` itself (checked), or for ``"auto"`` the fastest capable one."""
     if name == AUTO:
@@ -103,13 +123,12 @@ def resolve(name: str, call: AttentionCall) -> AttentionKernel:
 @contextlib.contextmanager
 def use_kernel(name: str) -> Iterator[None]:
     """Inside the block, ``"auto"`` resolves to ``name`` (and fails loudly if ``name`` cannot serve a call)."""
-    global _forced
     _entry(name)
-    previous, _forced = _forced, name
+    token = _forced.set(name)
     try:
         yield
     finally:
-        _forced = previous
+        _forced.reset(token)
 
 
 def auto_choices() -> dict[tuple, str]:
@@ -126,8 +145,8 @@ def shape_bucket(call: AttentionCall) -> tuple:
     and every capability the call needs is part of the key (the same list ``KernelCaps.missing`` checks, so a
     choice can never be reused for a call its kernel cannot serve)."""
     q, k = call.q, call.k
-    shape = (str(q.device), str(q.dtype), q.shape[1], k.shape[1], q.shape[-1], _pow2(q.shape[2]), _pow2(k.shape[2]))
-    return shape + tuple(sorted(name for name, needed in call.features().items() if needed))
+    shape = (str(q.device), str(q.dtype), q.shape[1], k.shape[1], q.shape[-1], _pow2(q.shape[2]), _pow2(call.key_len))
+    return shape + tuple(sorted(call.features()))
 
 
 def _pow2(n: int) -> int:
@@ -156,8 +175,9 @@ def _load(name: str, entry: _Entry) -> AttentionKernel | None:
 
 
 def _resolve_auto(call: AttentionCall) -> AttentionKernel:
-    if _forced is not None:
-        return resolve(_forced, call)
+    forced = _pinned()
+    if forced is not None:
+        return resolve(forced, call)
     bucket = shape_bucket(call)
     chosen = _AUTO_CHOICES.get(bucket)
     if chosen is None:

@@ -13,24 +13,21 @@ import torch.nn.functional as F
 
 from kernel.caps import torch_kernel_caps
 from specs.attention import AttentionCall
-from tensor.masks import combine_masks, length_mask, structural_mask
+from tensor.masks import call_allow_mask
 
-CAPS = torch_kernel_caps(softcap=False)
+CAPS = torch_kernel_caps(lacking={"softcap", "paged"})
 
 
 def attention(call: AttentionCall) -> torch.Tensor:
     q, k, v = call.q, call.k, call.v
-    tq, tk = q.shape[2], k.shape[2]
-    top_left_causal = call.causal and call.q_offset == 0 and tq == tk and call.window is None
-    if top_left_causal and call.allow_mask is None and call.kv_lens is None:
+    top_left_causal = (
+        call.causal and isinstance(call.q_offset, int) and call.q_offset == 0 and q.shape[2] == k.shape[2]
+    )
+    if top_left_causal and call.window is None and call.allow_mask is None and call.kv_lens is None:
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=call.dropout_p, is_causal=True, scale=call.scale, enable_gqa=call.gqa
         )
-    allow = combine_masks(
-        structural_mask(tq, tk, causal=call.causal, window=call.window, q_offset=call.q_offset, device=q.device),
-        call.allow_mask,
-        length_mask(call.kv_lens, tk) if call.kv_lens is not None else None,
-    )
+    allow = call_allow_mask(call)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=allow, dropout_p=call.dropout_p, scale=call.scale, enable_gqa=call.gqa
     )

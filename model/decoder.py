@@ -15,14 +15,12 @@ from attn.context import AttentionContext
 from attn.kv_cache import StaticKVCache
 from blocks.block import build_block
 from blocks.norms import build_norm
+from model.inputs import check_cache, check_cache_len, check_input_ids, check_positions, default_positions
 from model.positions import build_positions
-from specs.cache import KVCache
+from specs.cache import CacheStep, KVCache
 from specs.model_config import ModelConfig
-from specs.tensor_spec import TensorSpec
+from specs.protocols import LMOutput, OutputKind
 from tensor.init import init_normal_, residual_std
-
-_IDS = TensorSpec("input_ids", ("B", "T"), dtypes={"int64", "int32"})
-_POSITIONS = TensorSpec("positions", ("B", "T"), dtypes={"int64", "int32"})
 
 
 class DecoderLM(nn.Module):
@@ -52,22 +50,48 @@ class DecoderLM(nn.Module):
         positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
         attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        dims = _IDS.check(input_ids)
-        offset = cache.seq_len if cache is not None else 0
+        output: OutputKind = "logits",
+    ) -> torch.Tensor | LMOutput:
+        batch, seq = check_input_ids(input_ids, self.config)
+        step = CacheStep(q_offset=0)
+        if cache is not None:
+            check_cache(cache, self.config, batch)
+            step = cache.step(seq)
         if positions is None:
-            positions = torch.arange(offset, offset + dims["T"], device=input_ids.device).expand(dims["B"], -1)
-        _POSITIONS.check(positions, dims)
+            positions = default_positions(step.q_offset, batch, seq, self.config, input_ids.device)
+        else:
+            check_positions(positions, batch, seq, self.config)
         x, rope = self.positions(self.tok_embeddings(input_ids), positions)
         x = self.dropout(x)
-        ctx = AttentionContext(rope=rope, allow_mask=attn_mask, cache=cache, q_offset=offset)
+        ctx = AttentionContext(rope=rope, allow_mask=attn_mask, cache=cache, step=step)
         for layer in self.layers:
             x = layer(x, ctx)
-        return self.lm_head(self.norm(x))
+        if cache is not None:
+            cache.advance(seq)
+        hidden = self.norm(x)
+        if output == "logits":
+            return self.lm_head(hidden)
+        if output not in ("hidden", "all"):
+            raise ValueError(f"output must be 'logits', 'hidden' or 'all', got {output!r}")
+        # A dense decoder has no auxiliary objectives; MoE blocks will report theirs through this field.
+        return LMOutput(hidden=hidden, logits=self.lm_head(hidden) if output == "all" else None)
+
+    def output_head(self) -> nn.Module:
+        """Final hidden states ``(..., C)`` -> logits ``(..., V)``."""
+        return self.lm_head
 
     def new_cache(
-        self, batch: int, max_len: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        fixed_shapes: bool = False,
     ) -> StaticKVCache:
+        """A cache for ``batch`` rows of up to ``max_len`` tokens (at most the config's ``max_seq_len``).
+        ``fixed_shapes=True`` makes every decode step the same shapes, for ``torch.compile``/CUDA graphs."""
+        check_cache_len(max_len, self.config)
         reference = self.lm_head.weight
         return StaticKVCache(
             n_layers=self.config.n_layers,
@@ -77,10 +101,8 @@ class DecoderLM(nn.Module):
             max_len=max_len,
             dtype=dtype or reference.dtype,
             device=device or reference.device,
+            fixed_shapes=fixed_shapes,
         )
-
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        return {}  # dense layers have no auxiliary objectives
 
     def fsdp_units(self) -> list[nn.Module]:
         return list(self.layers)

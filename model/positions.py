@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from specs.model_config import ModelConfig
-from specs.tensor_spec import checks_enabled
 from tensor.positions import sinusoidal_positions
 from tensor.rope import rope_cos_sin, rope_inv_freq
 
@@ -23,13 +22,7 @@ class LearnedPositions(nn.Module):
         self.embedding = nn.Embedding(max_seq_len, d_model)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, Rope]:
-        if checks_enabled():  # reading the max syncs with the device, so it goes with the other checks
-            largest = int(positions.max())
-            if largest >= self.embedding.num_embeddings:
-                raise ValueError(
-                    f"position {largest} is beyond the learned position table (max_seq_len "
-                    f"{self.embedding.num_embeddings})"
-                )
+        # Positions were checked against max_seq_len (the table's size) at the model boundary (model/inputs.py).
         return x + self.embedding(positions), None
 
 
@@ -39,20 +32,16 @@ class SinusoidalPositions(nn.Module):
 
 
 class RotaryPositions(nn.Module):
-    """Computes ``cos``/``sin`` for the given positions on the fly (a few hundred flops per token). The inverse
-    frequencies are kept per device in a plain dict, not a buffer: nothing to re-create after the model is
-    materialised from the meta device, and no host-to-device copy per decode step."""
+    """Computes the inverse frequencies and ``cos``/``sin`` for the given positions on the fly, on the input's
+    device: a handful of tiny kernels per forward, and no state at all (no buffer to re-create after the model
+    is materialised from the meta device, no cache that a ``torch.compile`` trace would see change)."""
 
     def __init__(self, head_dim: int, theta: float, scaling: str, factor: float) -> None:
         super().__init__()
         self.head_dim, self.theta, self.scaling, self.factor = head_dim, theta, scaling, factor
-        self._inv_freq: dict[torch.device, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, Rope]:
-        inv_freq = self._inv_freq.get(x.device)
-        if inv_freq is None:
-            inv_freq = rope_inv_freq(self.head_dim, self.theta, scaling=self.scaling, factor=self.factor)
-            inv_freq = self._inv_freq[x.device] = inv_freq.to(x.device)
+        inv_freq = rope_inv_freq(self.head_dim, self.theta, scaling=self.scaling, factor=self.factor, device=x.device)
         return x, rope_cos_sin(positions, inv_freq, x.dtype)
 
 

@@ -9,7 +9,7 @@ heads, ``Hkv`` key/value heads, ``D`` head dim, ``C`` model width, ``V`` vocabul
 
 from specs.attention import AttentionCall, AttentionKernel, KernelCaps
 from specs.batch import IGNORE_INDEX, Batch
-from specs.cache import KVCache, RecurrentState
+from specs.cache import CacheLayout, CacheStep, KVCache, MemoryKV, RecurrentState
 from specs.card import DataRef, FileRef, ModelCard
 from specs.config_files import (
     apply_overrides,
@@ -20,10 +20,10 @@ from specs.config_files import (
     preset_names,
 )
 from specs.config_io import FieldProblem, config_kind, config_kinds, from_dict, register_migration, to_dict
-from specs.errors import ConfigError, ShapeError
+from specs.errors import ConfigError, InputError, ShapeError
 from specs.generation_config import GenerationConfig
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
-from specs.protocols import CausalLM, EncoderModel, ParallelizableModel, Seq2SeqLM
+from specs.protocols import CausalLM, EncoderModel, LMOutput, ParallelizableModel, Seq2SeqLM
 from specs.tensor_spec import TensorSpec, checks_enabled, dtype_name, set_checks
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "AttentionConfig",
     "AttentionKernel",
     "Batch",
+    "CacheLayout",
+    "CacheStep",
     "CausalLM",
     "ConfigError",
     "DataRef",
@@ -39,10 +41,13 @@ __all__ = [
     "FieldProblem",
     "FileRef",
     "GenerationConfig",
+    "InputError",
     "KVCache",
     "KernelCaps",
+    "LMOutput",
     "MLPConfig",
     "ModelCard",
+    "MemoryKV",
     "ModelConfig",
     "ParallelizableModel",
     "RecurrentState",

@@ -1,29 +1,68 @@
-"""Decoding-state contracts: the KV cache of attention layers and the recurrent state of linear layers.
+"""Decoding-state contracts: KV caches of attention layers, the encoder memory of cross-attention, and the
+recurrent state of linear-attention layers.
 
-A model's ``new_cache(batch, max_len)`` returns one object; attention layers call ``update`` on it with their
-layer index, and (in hybrid models) linear-attention layers read and write their state through
-``RecurrentState``. Implementations (contiguous, sliding-window ring, paged) live in ``attn`` and are
-interchangeable: every decode test runs against each of them.
+A model's ``new_cache(batch, max_len)`` returns one object per decode (no globals). Its rows are independent:
+each holds its own number of tokens, and one row can be rolled back, reordered or released while the
+others go on (continuous batching, speculative decoding, beam search, prompts of different lengths).
+
+One forward with a cache goes::
+
+    step = cache.step(T)            # once, before the first layer: where the T new tokens go, what is visible
+    k_all, v_all = cache.update(layer, k, v)    # each attention layer: write its new keys/values, read all
+    cache.advance(T)                # once, after the last layer: the T tokens are committed
+
+Tokens are committed only by ``advance``: a forward that fails half-way leaves the committed lengths as they
+were, and the next forward overwrites what the early layers wrote. A right-padded batch (rows with fewer
+real tokens than ``T``) is committed with ``advance(T)`` then rolled back per row with ``evict(T - lengths)``.
+
+Implementations (contiguous, sliding-window ring, paged) live in ``attn`` and are interchangeable in every
+decode test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
 
 
+@dataclass(frozen=True, slots=True)
+class CacheLayout:
+    """The model a cache was built for; a model refuses a cache whose layout is not its own."""
+
+    n_layers: int
+    batch: int
+    n_kv_heads: int
+    head_dim: int
+    max_len: int
+    dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStep:
+    """What every attention layer of one forward needs from the cache, decided once before the first layer.
+
+    ``q_offset``: absolute position of each row's first new token (the tokens it already holds): an int when
+    every row holds the same number and the cache knows it without a device sync, else a ``(B,)`` tensor.
+    ``kv_lens``: ``(B,)`` valid keys per row in what ``update`` returns, or None when all of them are valid.
+    ``block_table``: ``(B, NB)`` pages per row when ``update`` returns page pools (paged caches), else None.
+    These are the fields of the same names in :class:`specs.AttentionCall`.
+    """
+
+    q_offset: int | torch.Tensor
+    kv_lens: torch.Tensor | None = None
+    block_table: torch.Tensor | None = None
+
+
 @runtime_checkable
 class KVCache(Protocol):
-    """Per-layer keys and values of the tokens decoded so far. No globals: one object per decode.
+    """Keys and values of the tokens decoded so far, per layer and per row."""
 
-    ``update(layer, k, v)`` appends ``k, v`` of shape ``(B, Hkv, T, D)`` after the tokens already stored for
-    ``layer`` and returns what attention must see for that layer: ``(k_all, v_all)`` of shape
-    ``(B, Hkv, Tk, D)`` (dense tensors, possibly strided views, or for a paged cache a view that a paged-capable kernel reads
-    through its block table). The new queries sit at absolute positions ``seq_len .. seq_len + T - 1``,
-    where ``seq_len`` is read before the update.
-    """
+    @property
+    def layout(self) -> CacheLayout: ...
 
     @property
     def max_len(self) -> int:
@@ -31,27 +70,35 @@ class KVCache(Protocol):
         ...
 
     @property
-    def seq_len(self) -> int:
-        """Tokens stored per row once every layer has been updated (rows advance together)."""
-        ...
-
-    @property
     def seq_lens(self) -> torch.Tensor:
-        """``(B,)`` int64: tokens stored in each row."""
+        """``(B,)`` int64 on the cache's device: committed tokens of each row."""
         ...
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def reset(self) -> None:
-        """Forget every stored token (the memory stays allocated)."""
+    def step(self, n_new: int) -> CacheStep:
+        """Prepare a forward of ``n_new`` tokens per row. Raises ``ValueError`` naming the row when one would
+        overflow ``max_len`` (where that is known without a device sync) — before anything is written."""
         ...
 
-    def evict(self, n: int) -> None:
-        """Drop the newest ``n`` tokens of every row (rollback of rejected speculative tokens)."""
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v (B, Hkv, T, D)`` after each row's committed tokens and return what the layer's queries
+        attend over: ``(B, Hkv, Tk, D)`` dense tensors, or page pools read through ``step().block_table``."""
+        ...
+
+    def advance(self, n_new: int) -> None:
+        """Commit the ``n_new`` tokens of the current forward in every row."""
+        ...
+
+    def evict(self, n: int | torch.Tensor) -> None:
+        """Drop the newest ``n`` tokens of every row, or ``n[b]`` of row ``b`` for a ``(B,)`` tensor (rollback
+        of rejected speculative tokens, or of right padding)."""
+        ...
+
+    def reset(self, rows: Sequence[int] | None = None) -> None:
+        """Forget every token of ``rows`` (default: all rows): release slots. The memory stays allocated."""
         ...
 
     def reorder(self, indices: torch.Tensor) -> None:
-        """Make row ``i`` a copy of row ``indices[i]`` (beam search)."""
+        """Make row ``i`` a copy of row ``indices[i]``, lengths included (beam search)."""
         ...
 
     def bytes(self) -> int:
@@ -60,14 +107,30 @@ class KVCache(Protocol):
 
 
 @runtime_checkable
-class RecurrentState(Protocol):
-    """State of linear-attention layers (e.g. Gated DeltaNet): a fixed-size tensor per layer, not a sequence.
+class MemoryKV(Protocol):
+    """The encoder memory of an encoder-decoder's cross-attention: keys/values projected once per request
+    and read by every decoder step. A :class:`specs.Seq2SeqLM`'s cache implements this and :class:`KVCache`;
+    ``reorder`` and ``reset`` of the cache apply to the memory too."""
 
-    A hybrid model's cache implements both ``KVCache`` (for its attention layers) and this protocol.
+    def memory(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The layer's cross-attention keys and values ``(B, Hkv, S, D)``, or None before the encoder ran."""
+        ...
+
+    def set_memory(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None: ...
+
+
+@runtime_checkable
+class RecurrentState(Protocol):
+    """State of linear-attention layers (e.g. Gated DeltaNet): fixed-size tensors per layer, not a sequence.
+
+    A layer's state is a mapping of named tensors with the batch first (Gated DeltaNet keeps ``"recurrent"``
+    ``(B, H, Dk, Dv)`` and ``"conv"``, the short convolution's last inputs). A hybrid model's cache implements
+    this and :class:`KVCache`; its ``reorder`` and ``reset`` apply to these states too, and ``evict`` raises
+    unless the cache kept the states it would roll back to.
     """
 
-    def state(self, layer: int) -> torch.Tensor | None:
+    def state(self, layer: int) -> Mapping[str, torch.Tensor] | None:
         """The layer's state, or None before the first token."""
         ...
 
-    def set_state(self, layer: int, state: torch.Tensor) -> None: ...
+    def set_state(self, layer: int, state: Mapping[str, torch.Tensor]) -> None: ...

@@ -19,3 +19,9 @@ class ConfigError(ValueError):
 
 class ShapeError(ValueError):
     """A tensor handed across a plane boundary has the wrong shape, dtype or layout."""
+
+
+class InputError(ValueError):
+    """A value handed to a model is outside what it accepts: token ids beyond the vocabulary, an empty input,
+    positions beyond the context length, a cache built for another model. The message names the input, the
+    bound and what to change."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from specs.config_io import FieldProblem, config_kind, register_migration
+from specs.kernel_names import kernel_name_problem
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -65,12 +66,18 @@ class AttentionConfig:
             raise FieldProblem("window", f"must be >= 1, got {self.window}")
         if not 0.0 <= self.dropout < 1.0:
             raise FieldProblem("dropout", f"must be in [0, 1), got {self.dropout}")
-        if not self.kernel:
-            raise FieldProblem("kernel", "must name a kernel or be 'auto'")
+        if (problem := kernel_name_problem(self.kernel)) is not None:
+            raise FieldProblem("kernel", problem)
 
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
+
+    def kernel_features(self) -> frozenset[str]:
+        """The kernel features (:data:`specs.attention.FEATURES`) every call of a layer with this config needs,
+        whatever its input: a named kernel lacking one of them is refused when the layer is built."""
+        needed = {"softcap": self.softcap is not None, "window": self.window is not None, "dropout": self.dropout > 0}
+        return frozenset(name for name, need in needed.items() if need)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -6,7 +6,8 @@ config is the caller's job (``pack``/``examples``) or a factory registered by na
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, overload, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -15,19 +16,45 @@ if TYPE_CHECKING:
     from specs.model_config import ModelConfig
 
 
+OutputKind = Literal["logits", "hidden", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class LMOutput:
+    """What a causal LM's forward returns when asked for more than logits (``output="hidden"`` or ``"all"``).
+
+    ``hidden``: ``(B, T, C)`` final hidden states, after the final norm: exactly what the output head reads, so
+    ``model.output_head()(hidden)`` gives the logits. A trainer that wants a chunked cross-entropy (long
+    sequences, big vocabularies) asks for ``"hidden"`` and applies the head chunk by chunk, never holding the
+    full ``(B, T, V)`` logits in float32. ``logits``: ``(B, T, V)``, None for ``"hidden"``.
+    ``aux_losses``: auxiliary losses of this forward (MoE load-balancing and router z losses), keyed by name
+    and already weighted; empty for dense models. Trainers add their sum to the loss. They are returned with
+    the output they belong to, never kept as state, so activation-checkpoint recomputation and pipeline
+    stages cannot mix them up.
+    """
+
+    hidden: torch.Tensor
+    logits: torch.Tensor | None = None
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 @runtime_checkable
 class CausalLM(Protocol):
     """A decoder-only language model: ``(B, T)`` token ids -> ``(B, T, V)`` logits.
 
-    ``positions`` defaults to ``cache.seq_len + arange(T)`` (or ``arange(T)`` without a cache).
-    ``attn_mask`` is a boolean allow mask (True = may attend) broadcastable to ``(B, 1, T, Tk)``, where ``Tk``
-    counts the cached tokens plus the new ones; the causal rule is always applied on top of it.
-    ``aux_losses()`` returns the auxiliary losses of the most recent forward (MoE balance and z losses), keyed
-    by name and already weighted; a dense model returns an empty dict. Trainers add their sum to the loss.
+    ``positions`` (the positions RoPE or a position table sees) defaults to each row's cached token count
+    plus ``arange(T)`` (``arange(T)`` without a cache). ``attn_mask`` is a boolean allow mask (True = may
+    attend) broadcastable to ``(B, 1, T, Tk)``, where ``Tk`` is the key length the cache's ``update`` returns
+    (the cached tokens plus the new ones); the causal rule is always applied on top of it. With a cache, the
+    forward runs ``step``/``update``/``advance`` on it (see :mod:`specs.cache`). ``output`` picks the return
+    value: ``"logits"`` (the tensor), ``"hidden"`` or ``"all"`` (an :class:`LMOutput`).
+
+    ``output_head()`` is the module that maps final hidden states to logits (for chunked losses).
     """
 
     config: ModelConfig
 
+    @overload
     def __call__(
         self,
         input_ids: torch.Tensor,
@@ -35,13 +62,31 @@ class CausalLM(Protocol):
         positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
         attn_mask: torch.Tensor | None = None,
+        output: Literal["logits"] = "logits",
     ) -> torch.Tensor: ...
 
+    @overload
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+        output: Literal["hidden", "all"],
+    ) -> LMOutput: ...
+
     def new_cache(
-        self, batch: int, max_len: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        fixed_shapes: bool = False,
     ) -> KVCache: ...
 
-    def aux_losses(self) -> dict[str, torch.Tensor]: ...
+    def output_head(self) -> torch.nn.Module: ...
 
 
 @runtime_checkable

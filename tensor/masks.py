@@ -16,20 +16,34 @@ import functools
 import torch
 from torch import Tensor
 
+from specs.attention import AttentionCall
 
-def _query_key_positions(tq: int, tk: int, q_offset: int, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
-    """Absolute positions as a broadcastable pair: queries ``(Tq, 1)``, keys ``(Tk,)``."""
+
+def _query_key_positions(
+    tq: int, tk: int, q_offset: int | Tensor, device: torch.device | str | None
+) -> tuple[Tensor, Tensor]:
+    """Absolute positions as a broadcastable pair: queries ``(Tq, 1)`` (``(B, 1, Tq, 1)`` for per-row offsets),
+    keys ``(Tk,)``."""
     if tq < 0 or tk < 0:
         raise ValueError(f"tq and tk must be >= 0, got tq={tq}, tk={tk}")
+    if isinstance(q_offset, Tensor):
+        if q_offset.dim() != 1 or q_offset.dtype.is_floating_point or q_offset.dtype == torch.bool:
+            raise ValueError(f"a per-row q_offset must be a (B,) integer tensor, got {q_offset.dtype} "
+                             f"of shape {list(q_offset.shape)}")
+        device = q_offset.device
+        q_pos = (q_offset[:, None] + torch.arange(tq, device=device))[:, None, :, None]
+        return q_pos, torch.arange(tk, device=device)
     if q_offset < 0:
         raise ValueError(f"q_offset must be >= 0, got {q_offset}")
     q_pos = torch.arange(q_offset, q_offset + tq, device=device).unsqueeze(-1)
-    k_pos = torch.arange(tk, device=device)
-    return q_pos, k_pos
+    return q_pos, torch.arange(tk, device=device)
 
 
-def causal_mask(tq: int, tk: int, *, q_offset: int = 0, device: torch.device | str | None = None) -> Tensor:
-    """``(Tq, Tk)`` bool: key ``j`` is allowed for query ``i`` iff ``j <= q_offset + i``."""
+def causal_mask(
+    tq: int, tk: int, *, q_offset: int | Tensor = 0, device: torch.device | str | None = None
+) -> Tensor:
+    """``(Tq, Tk)`` bool (``(B, 1, Tq, Tk)`` for a per-row ``q_offset``): key ``j`` is allowed for query ``i``
+    iff ``j <= q_offset + i``."""
     q_pos, k_pos = _query_key_positions(tq, tk, q_offset, device)
     return k_pos <= q_pos
 
@@ -39,11 +53,12 @@ def window_mask(
     tk: int,
     window: int,
     *,
-    q_offset: int = 0,
+    q_offset: int | Tensor = 0,
     causal: bool = True,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """``(Tq, Tk)`` bool sliding-window mask: a query sees ``window`` keys, itself included.
+    """``(Tq, Tk)`` bool sliding-window mask (``(B, 1, Tq, Tk)`` for a per-row ``q_offset``): a query sees
+    ``window`` keys, itself included.
 
     With ``p = q_offset + i``: allowed iff ``p - window < j``, and ``j <= p`` when ``causal``; otherwise the
     band is symmetric, ``j < p + window``.
@@ -62,15 +77,29 @@ def structural_mask(
     *,
     causal: bool,
     window: int | None,
-    q_offset: int = 0,
+    q_offset: int | Tensor = 0,
     device: torch.device | str | None = None,
 ) -> Tensor | None:
-    """The ``(Tq, Tk)`` mask implied by ``causal`` and ``window``, or ``None`` when neither restricts anything."""
+    """The mask implied by ``causal`` and ``window``, or ``None`` when neither restricts anything."""
     if window is not None:
         return window_mask(tq, tk, window, q_offset=q_offset, causal=causal, device=device)
     if causal:
         return causal_mask(tq, tk, q_offset=q_offset, device=device)
     return None
+
+
+def call_allow_mask(call: AttentionCall) -> Tensor | None:
+    """Everything that restricts an attention call (causal/window rule, its allow mask, its key lengths) as
+    one allow mask broadcastable to ``(B, Hq, Tq, Tk)``, or ``None`` when every key is visible. For kernels that
+    take a dense mask; the call must not be paged (gather it first)."""
+    if call.block_table is not None:
+        raise ValueError("call_allow_mask needs dense keys/values; gather the pages first (tensor.gather_pages)")
+    tq, tk = call.q.shape[2], call.k.shape[2]
+    return combine_masks(
+        structural_mask(tq, tk, causal=call.causal, window=call.window, q_offset=call.q_offset, device=call.q.device),
+        call.allow_mask,
+        length_mask(call.kv_lens, tk) if call.kv_lens is not None else None,
+    )
 
 
 def padding_mask(key_padding_mask: Tensor) -> Tensor:

@@ -15,7 +15,14 @@ from torch import Tensor
 ROPE_SCALINGS = ("none", "linear", "ntk")
 
 
-def rope_inv_freq(head_dim: int, theta: float, *, scaling: str = "none", factor: float = 1.0) -> Tensor:
+def rope_inv_freq(
+    head_dim: int,
+    theta: float,
+    *,
+    scaling: str = "none",
+    factor: float = 1.0,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """``(head_dim // 2,)`` float32 inverse frequencies ``1 / theta ** (2i / head_dim)``.
 
     ``scaling``:
@@ -42,7 +49,7 @@ def rope_inv_freq(head_dim: int, theta: float, *, scaling: str = "none", factor:
             raise ValueError("NTK scaling needs head_dim > 2 (its exponent is head_dim / (head_dim - 2))")
         theta = theta * factor ** (head_dim / (head_dim - 2))
     # Exponents built from an int64 arange then cast, exactly as HF does, so the fp32 table matches bit for bit.
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
     inv_freq = 1.0 / (theta**exponents)
     if scaling == "linear":
         inv_freq = inv_freq / factor

@@ -185,17 +185,46 @@ def test_kernels_agree_on_gradients() -> None:
 
 
 @torch.no_grad()
-def test_cached_chunks_equal_one_call() -> None:
-    """At layer level: keys come from the cache, queries at ``q_offset``."""
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_cached_chunks_equal_one_call(fixed_shapes: bool) -> None:
+    """At layer level: keys come from the cache, queries at the offset the cache's step reports."""
     layer = _layer(n_kv_heads=2, window=4)
     x = _x(t=10)
     full = layer(x, AttentionContext(rope=_rope(10, layer.head_dim)))
-    cache = StaticKVCache(n_layers=1, batch=2, n_kv_heads=2, head_dim=layer.head_dim, max_len=10)
+    cache = StaticKVCache(
+        n_layers=1, batch=2, n_kv_heads=2, head_dim=layer.head_dim, max_len=12, fixed_shapes=fixed_shapes
+    )
     parts = []
     for start, end in [(0, 6), (6, 7), (7, 10)]:
         rope = _rope(end - start, layer.head_dim, offset=start)
-        parts.append(layer(x[:, start:end], AttentionContext(rope=rope, cache=cache, q_offset=start)))
+        step = cache.step(end - start)
+        parts.append(layer(x[:, start:end], AttentionContext(rope=rope, cache=cache, step=step)))
+        cache.advance(end - start)
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=ATOL, rtol=0)
+
+
+def test_paged_keys_are_gathered_for_kernels_that_cannot_read_pages() -> None:
+    """A paged call (page pools + block table) gives the dense call's result on every built-in kernel, which
+    lack the ``paged`` capability and so get a gathered copy; naming such a kernel for a paged call directly
+    is refused with the capability named."""
+    import kernel
+    from attn.dispatch import attend
+    from specs.attention import AttentionCall
+
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 4, 3, 8, generator=gen)
+    pool_k, pool_v = torch.randn(6, 2, 4, 8, generator=gen), torch.randn(6, 2, 4, 8, generator=gen)
+    table = torch.tensor([[4, 0], [2, 5]])  # row 0 reads pages 4 then 0, row 1 pages 2 then 5
+    dense_k = torch.stack([torch.cat([pool_k[p] for p in row], dim=1) for row in table.tolist()])
+    dense_v = torch.stack([torch.cat([pool_v[p] for p in row], dim=1) for row in table.tolist()])
+    kw = {"causal": True, "q_offset": torch.tensor([5, 2]), "kv_lens": torch.tensor([8, 5])}
+    paged = AttentionCall(q=q, k=pool_k, v=pool_v, block_table=table, **kw)
+    dense = AttentionCall(q=q, k=dense_k, v=dense_v, **kw)
+    want = kernel.resolve("manual", dense)(dense)
+    for name in ("manual", "sdpa", "auto"):
+        torch.testing.assert_close(attend(name, paged), want, atol=ATOL, rtol=0)
+    with pytest.raises(kernel.KernelUnavailable, match="lacks paged"):
+        kernel.resolve("sdpa", paged)
 
 
 def test_shape_error_names_x() -> None:

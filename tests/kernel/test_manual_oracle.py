@@ -27,8 +27,11 @@ manual = kernel.resolve(
 TOL = {"atol": 1e-10, "rtol": 1e-10}
 
 
-def naive_attention(q, k, v, *, allow_mask=None, causal=False, window=None, scale=None, softcap=None, q_offset=0):
-    """specs.attention, spelled out: query head ``h`` reads kv head ``h // (Hq // Hkv)``.
+def naive_attention(
+    q, k, v, *, allow_mask=None, causal=False, window=None, scale=None, softcap=None, q_offset=0, kv_lens=None
+):
+    """specs.attention, spelled out: query head ``h`` reads kv head ``h // (Hq // Hkv)``; ``q_offset`` is an int
+    or one offset per row, ``kv_lens`` one key count per row.
 
     Scalar by scalar (but on tensors, so autograd can differentiate it for the gradient comparison).
     """
@@ -43,9 +46,11 @@ def naive_attention(q, k, v, *, allow_mask=None, causal=False, window=None, scal
         for h in range(n_q_heads):
             kv = h // group
             for i in range(tq):
-                pos = q_offset + i
+                pos = (q_offset if isinstance(q_offset, int) else int(q_offset[b])) + i
                 visible = []
                 for j in range(tk):
+                    if kv_lens is not None and j >= int(kv_lens[b]):
+                        continue
                     if causal and j > pos:
                         continue
                     if window is not None and not (pos - window < j and (causal or j < pos + window)):
@@ -163,13 +168,20 @@ def calls(draw):
     hq = hkv * draw(st.integers(1, 3))
     tq, tk = draw(st.integers(1, 6)), draw(st.integers(1, 7))
     shape = (draw(st.integers(1, 2)), hq, hkv, tq, tk, draw(st.sampled_from([2, 4, 8])))
+    per_row = draw(st.booleans())
     kw = {
         "causal": draw(st.booleans()),
         "window": draw(st.none() | st.integers(1, 8)),
-        "q_offset": draw(st.integers(0, 6)),
+        "q_offset": (
+            torch.tensor(draw(st.lists(st.integers(0, 6), min_size=shape[0], max_size=shape[0])))
+            if per_row
+            else draw(st.integers(0, 6))
+        ),
         "scale": draw(st.none() | st.floats(0.05, 3.0)),
         "softcap": draw(st.none() | st.floats(0.2, 5.0)),
     }
+    if draw(st.booleans()):
+        kw["kv_lens"] = torch.tensor(draw(st.lists(st.integers(0, tk), min_size=shape[0], max_size=shape[0])))
     if draw(st.booleans()):
         mask_shape = draw(st.sampled_from([(tk,), (tq, tk), (shape[0], 1, 1, tk), (shape[0], hq, tq, tk)]))
         kw["allow_mask"] = (
@@ -183,6 +195,17 @@ def calls(draw):
 def test_manual_matches_naive_random(drawn):
     shape, kw, seed = drawn
     _check(*_qkv(*shape, seed=seed), **kw)
+
+
+def test_per_row_offsets_equal_each_row_run_alone():
+    """Row ``b`` with offset ``q_offset[b]`` is exactly the single-row call with that int offset."""
+    q, k, v = _qkv(3, 4, 2, 2, 7, 4, seed=10)
+    offsets, lens = torch.tensor([5, 0, 3]), torch.tensor([7, 2, 5])
+    together = _check(q, k, v, causal=True, window=3, q_offset=offsets, kv_lens=lens)
+    for b in range(3):
+        alone = manual(AttentionCall(q=q[b : b + 1], k=k[b : b + 1, :, : lens[b]], v=v[b : b + 1, :, : lens[b]],
+                                     causal=True, window=3, q_offset=int(offsets[b])))
+        torch.testing.assert_close(together[b : b + 1], alone, **TOL)
 
 
 # -------------------------------------------------------------------------------------------- dropout
@@ -260,3 +283,26 @@ def test_gradcheck(kw):
     ref_grads = torch.autograd.grad(ref, (q, k, v), torch.ones_like(ref))
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, **TOL)
+
+
+# ------------------------------------------------------------------------------------ float32 promise
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs_are_computed_in_float32_and_rounded_once(dtype):
+    """Computing in bf16 would pass any toleranced check; the promise is exact: the float32 result, rounded."""
+    q, k, v = _qkv(2, 4, 2, 5, 9, 16, seed=12, dtype=dtype)
+    kw = {"causal": True, "q_offset": 4, "softcap": 2.0}
+    low = manual(AttentionCall(q=q, k=k, v=v, **kw))
+    high = manual(AttentionCall(q=q.float(), k=k.float(), v=v.float(), **kw))
+    assert low.dtype == dtype
+    assert torch.equal(low, high.to(dtype))
+
+
+def test_autocast_does_not_lower_the_oracle_precision():
+    q, k, v = _qkv(2, 4, 2, 5, 9, 16, seed=13, dtype=torch.float32)
+    kw = {"causal": True, "q_offset": 4, "allow_mask": torch.rand(2, 1, 5, 9, generator=torch.Generator().manual_seed(1)) < 0.8}
+    plain = manual(AttentionCall(q=q, k=k, v=v, **kw))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = manual(AttentionCall(q=q, k=k, v=v, **kw))
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, plain)

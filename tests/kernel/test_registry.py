@@ -6,7 +6,6 @@ registers are unregistered afterwards and ``"auto"``'s cache is cleared before a
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import uuid
 
@@ -39,7 +38,7 @@ def clean_registry():
         registry.unregister(name)
     clear_auto_choices()
     assert kernel.available()[:2] == ["manual", "sdpa"], "a test replaced a built-in kernel"
-    assert registry._forced is None, "use_kernel leaked out of a test"
+    assert registry._forced.get() is None, "use_kernel leaked out of a test"
 
 
 def make_call(tq=4, tk=4, *, hq=2, hkv=2, d=8, dtype=torch.float32, **kw) -> AttentionCall:
@@ -66,7 +65,8 @@ class Counting:
 
 def test_builtin_kernels_are_registered():
     assert {"manual", "sdpa"} <= set(kernel.available())
-    assert kernel.capabilities("manual").softcap and not kernel.capabilities("sdpa").softcap
+    assert "softcap" in kernel.capabilities("manual").features
+    assert "softcap" not in kernel.capabilities("sdpa").features
     call = make_call(causal=True)
     assert resolve("manual", call) is manual.attention
     assert resolve("sdpa", call) is sdpa.attention
@@ -212,7 +212,7 @@ def test_auto_picks_a_capable_kernel_and_caches_it_per_bucket():
 
 
 def test_auto_respects_capabilities():
-    register("fast_no_softcap", Counting(), dataclasses.replace(FULL_CAPS, softcap=False))
+    register("fast_no_softcap", Counting(), torch_kernel_caps(lacking={"softcap"}))
     call = make_call(softcap=20.0, causal=True)
     assert resolve("auto", call) is manual.attention
     assert auto_choices()[shape_bucket(call)] == "manual"
@@ -256,7 +256,7 @@ def test_auto_without_any_capable_kernel_explains_every_kernel():
 
 def test_auto_cache_never_hands_out_a_kernel_that_lacks_a_needed_capability(monkeypatch):
     no_offset = Counting()
-    register("no_offset", no_offset, dataclasses.replace(FULL_CAPS, q_offset=False))
+    register("no_offset", no_offset, torch_kernel_caps(lacking={"q_offset"}))
     # Let "no_offset" win the timing whenever it is a candidate, so the test does not depend on the clock.
     monkeypatch.setattr(registry, "_fastest", lambda candidates, call: max(candidates, key=lambda n: n == "no_offset"))
     prefill = make_call(16, 16, causal=True)  # q_offset 0: every kernel qualifies
@@ -322,3 +322,69 @@ def test_a_lazy_kernel_that_fails_to_import_is_reported_not_raised(tmp_path, mon
     call = make_call(causal=True)
     assert any("cannot be loaded: RuntimeError: no GPU driver" in r for r in explain("broken", call))
     assert resolve("auto", call) in (manual.attention, sdpa.attention)
+
+
+def test_use_kernel_pins_are_private_to_each_thread_and_task():
+    """A server handles requests concurrently: one request's pin must not leak into another's."""
+    import asyncio
+    import threading
+
+    call = make_call(causal=True)
+    entered, release = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def pinned_request() -> None:
+        with kernel.use_kernel("manual"):
+            entered.set()
+            release.wait(timeout=10)
+            seen["pinned"] = resolve("auto", call)
+
+    worker = threading.Thread(target=pinned_request)
+    worker.start()
+    assert entered.wait(timeout=10)
+    seen["other thread"] = registry._forced.get()
+    release.set()
+    worker.join()
+    assert seen == {"pinned": manual.attention, "other thread": None}
+
+    async def task(name: str, pin: str | None) -> str | None:
+        if pin is None:
+            await asyncio.sleep(0.01)
+            return registry._forced.get()
+        with kernel.use_kernel(pin):
+            await asyncio.sleep(0.02)  # the unpinned task runs while this one holds its pin
+            return registry._forced.get()
+
+    async def both() -> list[str | None]:
+        return list(await asyncio.gather(task("a", "sdpa"), task("b", None)))
+
+    assert asyncio.run(both()) == ["sdpa", None]
+
+
+def test_registering_a_kernel_makes_its_name_valid_in_configs():
+    import specs
+
+    def attention_with(name: str):
+        return specs.apply_overrides(specs.load_preset("llama-tiny"), [f"attention.kernel={name}"])
+
+    with pytest.raises(specs.ConfigError, match="unknown attention kernel 'plugged'"):
+        attention_with("plugged")
+    register("plugged", Counting(), FULL_CAPS)
+    assert attention_with("plugged").attention.kernel == "plugged"
+    registry.unregister("plugged")
+    with pytest.raises(specs.ConfigError, match="unknown attention kernel 'plugged'"):
+        attention_with("plugged")
+
+
+def test_builtin_names_known_to_configs_are_the_registered_builtins():
+    from specs.kernel_names import BUILTIN_KERNELS
+
+    assert list(BUILTIN_KERNELS) == kernel.available()[: len(BUILTIN_KERNELS)]
+
+
+def test_can_serve_follows_capabilities_and_pins():
+    softcapped = make_call(softcap=3.0)
+    assert registry.can_serve("manual", softcapped) and not registry.can_serve("sdpa", softcapped)
+    assert registry.can_serve("auto", softcapped)
+    with kernel.use_kernel("sdpa"):
+        assert not registry.can_serve("auto", softcapped)

@@ -33,7 +33,8 @@ TOL = {
     torch.bfloat16: {"atol": 2e-2, "rtol": 2e-2},
 }
 
-MASK_KINDS = ("none", "causal", "causal_top_left", "padding", "window", "document", "causal_padding")
+MASK_KINDS = ("none", "causal", "causal_top_left", "padding", "window", "window_bidirectional", "document",
+              "causal_padding")
 
 # Largest |sdpa - manual| seen per (dtype, quantity), for reporting (see the module's report helper below).
 MAX_DIFF: dict[tuple[str, str], float] = {}
@@ -50,7 +51,8 @@ class Case:
     dtype: torch.dtype
     kind: str
     seed: int
-    q_offset: int = 0
+    q_offset: int | torch.Tensor = 0
+    kv_lens: torch.Tensor | None = field(default=None, repr=False)
     causal: bool = False
     window: int | None = None
     scale: float | None = None
@@ -59,19 +61,15 @@ class Case:
 
 @st.composite
 def cases(draw) -> Case:
+    """Shapes, masks and offsets drawn independently: Tq and Tk need not match, offsets land anywhere (also past
+    the keys, and per row), key lengths and windows with or without the causal rule."""
     kind = draw(st.sampled_from(MASK_KINDS))
     tk = draw(st.integers(1, 24))
-    if kind in ("causal_top_left", "document"):
-        tq = tk
-    elif kind in ("causal", "window", "causal_padding"):
-        tq = draw(st.integers(1, tk))  # bottom-right alignment: the queries are the last Tq keys
-    else:
-        tq = draw(st.integers(1, 24))
     case = Case(
-        b=draw(st.integers(1, 2)),
+        b=draw(st.integers(1, 3)),
         hkv=draw(st.integers(1, 3)),
         group=draw(st.integers(1, 3)),  # Hq = Hkv * group: group 1 is MHA, Hkv 1 is MQA, else GQA
-        tq=tq,
+        tq=draw(st.integers(1, 24)),
         tk=tk,
         d=draw(st.sampled_from([8, 16, 32])),
         dtype=draw(st.sampled_from([torch.float32, torch.bfloat16])),
@@ -80,23 +78,27 @@ def cases(draw) -> Case:
         scale=draw(st.none() | st.sampled_from([0.1, 0.25])),  # logits of std <= 1.4, as with 1/sqrt(D)
     )
     gen = torch.Generator().manual_seed(case.seed)
-    if kind in ("causal", "window", "causal_padding"):
-        case.causal, case.q_offset = True, tk - tq
-    if kind == "causal_top_left":
-        case.causal = True
-    if kind == "window":
+    case.causal = kind in ("causal", "causal_top_left", "window", "causal_padding")
+    if kind in ("causal", "window", "window_bidirectional", "causal_padding"):
+        offsets = st.integers(0, tk + 2)
+        if draw(st.booleans()):
+            case.q_offset = torch.tensor(draw(st.lists(offsets, min_size=case.b, max_size=case.b)))
+        else:
+            case.q_offset = draw(offsets)
+    if kind in ("window", "window_bidirectional"):
         case.window = draw(st.integers(1, tk + 1))
     if kind in ("padding", "causal_padding"):
         key_padding = torch.rand(case.b, tk, generator=gen) < draw(st.sampled_from([0.2, 0.5, 0.8]))
-        if kind == "padding":
-            key_padding[:, draw(st.integers(0, tk - 1))] = False  # never every key padded: no zero rows here
-        # causal_padding may leave a query with no visible key (padded prefix): zeros expected from both kernels.
+        # Rows with no visible key can happen (zeros expected from both kernels).
         case.allow_mask = padding_mask(key_padding)
     if kind == "document":
         n_docs = draw(st.integers(1, 4))
-        ids = torch.randint(0, n_docs, (case.b, tk), generator=gen).sort(dim=-1).values
-        case.allow_mask = document_mask(ids)
+        k_ids = torch.randint(0, n_docs, (case.b, tk), generator=gen).sort(dim=-1).values
+        q_ids = torch.randint(0, n_docs, (case.b, case.tq), generator=gen).sort(dim=-1).values
+        case.allow_mask = document_mask(q_ids, k_ids)
         case.causal = draw(st.booleans())
+    if draw(st.booleans()):
+        case.kv_lens = torch.tensor(draw(st.lists(st.integers(0, tk), min_size=case.b, max_size=case.b)))
     return case
 
 
@@ -142,7 +144,12 @@ def assert_close(actual, expected, dtype, what):
 def _compare(case: Case):
     q, k, v, grad_out = _tensors(case)
     kw = dict(
-        allow_mask=case.allow_mask, causal=case.causal, window=case.window, q_offset=case.q_offset, scale=case.scale
+        allow_mask=case.allow_mask,
+        causal=case.causal,
+        window=case.window,
+        q_offset=case.q_offset,
+        kv_lens=case.kv_lens,
+        scale=case.scale,
     )
     expected = run_kernel("manual", q, k, v, grad_out, **kw)
     actual = run_kernel("sdpa", q, k, v, grad_out, **kw)
@@ -151,7 +158,7 @@ def _compare(case: Case):
         assert_close(a, e, case.dtype, what)
 
 
-@settings(max_examples=40, deadline=None, database=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(cases())
 def test_sdpa_matches_manual(case: Case):
     _compare(case)
@@ -166,8 +173,10 @@ def test_every_mask_kind_at_a_fixed_gqa_shape(kind, dtype):
     gen = torch.Generator().manual_seed(7)
     if kind in ("causal", "window", "causal_padding"):
         case.causal, case.q_offset = True, case.tk - case.tq
+    if kind == "window_bidirectional":
+        case.q_offset = torch.tensor([2, 5])
     case.causal = case.causal or kind == "causal_top_left"
-    case.window = 3 if kind == "window" else None
+    case.window = 3 if kind.startswith("window") else None
     if kind in ("padding", "causal_padding"):
         key_padding = torch.rand(case.b, case.tk, generator=gen) < 0.4
         key_padding[:, -1] = False

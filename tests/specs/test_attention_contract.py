@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from specs import AttentionCall, KernelCaps, ShapeError, set_checks
+from specs.attention import FEATURES
 
 
 def _qkv(b=2, hq=4, hkv=2, tq=3, tk=5, d=8, dtype=torch.float32, grad=False):
@@ -131,14 +132,7 @@ def test_call_is_frozen():
 ALL = KernelCaps(
     dtypes=frozenset({"float32", "bfloat16", "float16"}),
     devices=frozenset({"cpu", "cuda"}),
-    allow_mask=True,
-    causal=True,
-    q_offset=True,
-    gqa=True,
-    window=True,
-    softcap=True,
-    dropout=True,
-    backward=True,
+    features=frozenset(FEATURES),
 )
 BARE = KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}))
 
@@ -187,20 +181,23 @@ def test_missing_lists_exactly_what_is_lacking(call_kw, missing):
 
 def test_missing_dtype_device_and_head_dim_phrases():
     caps = KernelCaps(
-        dtypes=frozenset({"float16", "bfloat16"}), devices=frozenset({"cuda"}), gqa=True, head_dims=frozenset({64, 128})
+        dtypes=frozenset({"float16", "bfloat16"}),
+        devices=frozenset({"cuda"}),
+        features=frozenset({"gqa"}),
+        head_dims=frozenset({64, 128}),
     )
     assert caps.missing(_call(d=8)) == [
         "dtype float32 (supports bfloat16, float16)",
         "device cpu (supports cuda)",
         "head dim 8 (supports [64, 128])",
     ]
-    ok = KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), gqa=True, head_dims=frozenset({8}))
+    ok = KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), features=frozenset({"gqa"}), head_dims=frozenset({8}))
     assert ok.missing(_call(d=8)) == []
     assert _names(ok.missing(_call(d=16))) == ["head"]
 
 
 def test_head_dims_none_means_any():
-    caps = KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), gqa=True)
+    caps = KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), features=frozenset({"gqa"}))
     assert caps.missing(_call(d=24)) == []
 
 
@@ -219,4 +216,54 @@ def test_kv_lens_is_checked_and_counted_as_a_capability():
     with pytest.raises(ShapeError, match="kv_lens: dtype float32"):
         AttentionCall(q=q, k=k, v=k, kv_lens=torch.tensor([5.0, 5.0]))
     call = AttentionCall(q=q, k=k, v=k, kv_lens=torch.tensor([5, 2]))
-    assert "kv_lens" in KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), gqa=True).missing(call)
+    assert "kv_lens" in KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), features=frozenset({"gqa"})).missing(call)
+
+
+def test_unknown_feature_names_are_refused():
+    with pytest.raises(ValueError, match="unknown kernel features \\['flash'\\]"):
+        KernelCaps(dtypes=frozenset({"float32"}), devices=frozenset({"cpu"}), features=frozenset({"flash"}))
+
+
+def test_every_feature_a_call_can_need_is_declared_once():
+    """features() only ever names entries of FEATURES, and each entry can be needed by some call."""
+    q, k = torch.zeros(2, 4, 3, 8, requires_grad=True), torch.zeros(2, 2, 5, 8)
+    busy = AttentionCall(
+        q=q, k=k, v=k, allow_mask=torch.ones(3, 5, dtype=torch.bool), causal=True, window=2, softcap=1.0,
+        dropout_p=0.1, q_offset=1, kv_lens=torch.tensor([5, 4]),
+    )
+    pool = torch.zeros(6, 2, 4, 8)
+    paged = AttentionCall(q=q, k=pool, v=pool, block_table=torch.tensor([[0, 1], [2, 3]]))
+    assert busy.features() | paged.features() == frozenset(FEATURES)
+
+
+# ----------------------------------------------------------------------------------------- per-row q_offset
+
+
+def test_per_row_q_offset_is_a_b_tensor_and_needs_the_capability():
+    q, k = torch.zeros(2, 4, 1, 8), torch.zeros(2, 2, 5, 8)
+    call = AttentionCall(q=q, k=k, v=k, causal=True, q_offset=torch.tensor([4, 2]))
+    assert "q_offset" in call.features()
+    # A tensor offset is never compared on the host (that would sync), so even zeros count as an offset.
+    assert "q_offset" in AttentionCall(q=q, k=k, v=k, causal=True, q_offset=torch.zeros(2, dtype=torch.long)).features()
+    with pytest.raises(ShapeError, match="q_offset: dim 'B'"):
+        AttentionCall(q=q, k=k, v=k, causal=True, q_offset=torch.tensor([1, 2, 3]))
+    with pytest.raises(ShapeError, match="q_offset: dtype float32"):
+        AttentionCall(q=q, k=k, v=k, causal=True, q_offset=torch.tensor([1.0, 2.0]))
+
+
+# ------------------------------------------------------------------------------------------------ paged calls
+
+
+def test_paged_call_takes_page_pools_and_a_block_table():
+    q = torch.zeros(2, 4, 3, 8)
+    pool = torch.zeros(7, 2, 4, 8)  # 7 pages of 4 slots
+    call = AttentionCall(q=q, k=pool, v=pool, block_table=torch.tensor([[0, 3], [5, 1]]), causal=True, q_offset=5)
+    assert call.key_len == 8 and "paged" in call.features()
+    # The allow mask broadcasts against the logical key length (pages x page size), not the pool.
+    AttentionCall(q=q, k=pool, v=pool, block_table=torch.tensor([[0, 3], [5, 1]]), allow_mask=torch.ones(3, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        AttentionCall(q=q, k=pool, v=pool, block_table=torch.tensor([[0, 3], [5, 1]]), allow_mask=torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(ShapeError, match="block_table: dim 'B'"):
+        AttentionCall(q=q, k=pool, v=pool, block_table=torch.tensor([[0, 3]]))
+    with pytest.raises(ShapeError, match="k \\(paged\\): expected 4 dims"):
+        AttentionCall(q=q, k=pool[0], v=pool[0], block_table=torch.tensor([[0, 3], [5, 1]]))

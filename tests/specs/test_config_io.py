@@ -69,7 +69,7 @@ def model_configs(draw: st.DrawFn) -> ModelConfig:
         softcap=draw(st.one_of(st.none(), _pos_float)),
         window=draw(st.one_of(st.none(), st.integers(1, max_seq_len))),
         dropout=draw(_unit),
-        kernel=draw(st.sampled_from(["auto", "manual", "sdpa", "triton_flash"])),
+        kernel=draw(st.sampled_from(["auto", "manual", "sdpa"])),
     )
     mlp = MLPConfig(
         kind=draw(st.sampled_from(["gelu", "swiglu"])),
