@@ -28,6 +28,7 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 _KINDS: dict[str, type] = {}
 _MIGRATIONS: dict[tuple[str, int], Migration] = {}
+_MOVED_KEYS: dict[tuple[str, int], dict[str, str]] = {}  # (kind, old version) -> {old key: new dotted path}
 
 
 class FieldProblem(ValueError):
@@ -53,17 +54,30 @@ def config_kind(kind: str, version: int) -> Callable[[type[C]], type[C]]:
     return register
 
 
-def register_migration(kind: str, from_version: int) -> Callable[[Migration], Migration]:
+def register_migration(
+    kind: str, from_version: int, *, moved: dict[str, str] | None = None
+) -> Callable[[Migration], Migration]:
     """Register ``fn`` as the step that turns a ``kind`` mapping of ``from_version`` into ``from_version + 1``.
 
     The mapping handed to ``fn`` holds the fields only (no ``kind``/``version``); ``fn`` returns a new one.
+    ``moved`` names the keys of the old version that live elsewhere now (``{"rope_theta": "rope.theta"}``), so
+    a new-version file that still uses one is told so, rather than offered a wrong did-you-mean.
     """
 
     def register(fn: Migration) -> Migration:
         _MIGRATIONS[(kind, from_version)] = fn
+        _MOVED_KEYS[(kind, from_version)] = dict(moved or {})
         return fn
 
     return register
+
+
+def moved_key(kind: str, key: str) -> tuple[int, str] | None:
+    """``(old version, new path)`` when ``key`` is a key of an older version of ``kind`` that has moved."""
+    for (moved_kind, version), moved in sorted(_MOVED_KEYS.items()):
+        if moved_kind == kind and key in moved:
+            return version, moved[key]
+    return None
 
 
 def config_kinds() -> dict[str, type]:
@@ -166,6 +180,13 @@ def _describe(cls: type, err: Any) -> tuple[str, str]:
     if isinstance(cause, FieldProblem):
         return ".".join([*loc, cause.field]), cause.reason
     if err["type"] == "unexpected_keyword_argument":
+        old = moved_key(cls.KIND, ".".join(loc)) if hasattr(cls, "KIND") else None  # type: ignore[attr-defined]
+        if old is not None:
+            version, new_path = old
+            return ".".join(loc), (
+                f"unknown key; this looks like a version {version} key: set `version: {version}` (it is migrated "
+                f"on load), or move it to `{new_path}`"
+            )
         owner = _class_at(cls, loc[:-1])
         names = [f.name for f in dataclasses.fields(owner)] if owner else []
         close = difflib.get_close_matches(loc[-1], names, n=1)

@@ -157,28 +157,37 @@ class ModelConfig:
         return self.mlp.hidden or 4 * self.d_model
 
 
-@register_migration("model", from_version=1)
-def _model_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
-    """v1 was flat (nanoGPT style); v2 nests attention, MLP and RoPE settings in sub-configs.
+# Where each flat v1 key lives in v2 (``mlp`` itself moved too: v1's ``mlp: swiglu`` is v2's ``mlp.kind``).
+_V1_MOVED = {
+    "n_heads": "attention.n_heads",
+    "n_kv_heads": "attention.n_kv_heads",
+    "attn_bias": "attention.bias",
+    "attn_kernel": "attention.kernel",
+    "mlp_hidden": "mlp.hidden",
+    "mlp_bias": "mlp.bias",
+    "rope_theta": "rope.theta",
+}
 
-    v1 fields: ``n_heads``, ``n_kv_heads``, ``attn_bias``, ``attn_kernel``, ``mlp`` (the MLP kind),
-    ``mlp_hidden``, ``mlp_bias``, ``rope_theta`` (used when positions is ``rope``) and the v2 top-level fields.
+
+@register_migration("model", from_version=1, moved=_V1_MOVED)
+def _model_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    """v1 was flat (nanoGPT style); v2 nests attention, MLP and RoPE settings in sub-configs (``_V1_MOVED``).
+
+    ``rope_theta`` is used only when positions is ``rope``; every other top-level field is the same in v2.
     """
     v2_only = sorted(key for key in ("attention", "rope") if key in old) + (["mlp"] if isinstance(old.get("mlp"), dict) else [])
     if v2_only:
         raise FieldProblem("version", f"the file says version 1 but has v2 sections ({', '.join(v2_only)}); set version: 2")
     new = dict(old)
-    attention = {"n_heads": new.pop("n_heads")} if "n_heads" in new else {}
-    for v1_key, v2_key in (("n_kv_heads", "n_kv_heads"), ("attn_bias", "bias"), ("attn_kernel", "kernel")):
-        if v1_key in new:
-            attention[v2_key] = new.pop(v1_key)
-    new["attention"] = attention
-    mlp = {}
-    for v1_key, v2_key in (("mlp", "kind"), ("mlp_hidden", "hidden"), ("mlp_bias", "bias")):
-        if v1_key in new:
-            mlp[v2_key] = new.pop(v1_key)
-    new["mlp"] = mlp
     theta = new.pop("rope_theta", 10000.0)
+    sections: dict[str, dict[str, Any]] = {"attention": {}, "mlp": {}}
+    if "mlp" in new:
+        sections["mlp"]["kind"] = new.pop("mlp")
+    for v1_key, path in _V1_MOVED.items():
+        section, _, field_name = path.partition(".")
+        if v1_key in new and section in sections:
+            sections[section][field_name] = new.pop(v1_key)
+    new.update(sections)
     if new.get("positions", "rope") == "rope":
         new["rope"] = {"theta": theta}
     return new

@@ -121,3 +121,21 @@ def test_a_v1_file_with_v2_sections_is_refused_not_silently_merged():
             "n_heads": 4, "attention": {"n_heads": 8}}
     with pytest.raises(specs.ConfigError, match=r"version: the file says version 1 but has v2 sections \(attention\)"):
         specs.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "new_path"),
+    [("rope_theta", 500000.0, "rope.theta"), ("n_kv_heads", 2, "attention.n_kv_heads"), ("mlp_hidden", 64, "mlp.hidden")],
+)
+def test_a_version_2_file_with_a_version_1_key_is_told_so(key, value, new_path):
+    """Not a wrong did-you-mean ('rope' for rope_theta): the key is v1's, so say how to fix it."""
+    data = to_dict(load_preset("llama-tiny"))
+    data[key] = value
+    with pytest.raises(ConfigError) as info:
+        from_dict(data)
+    ((path, reason),) = info.value.problems
+    assert path == key
+    assert reason == (
+        f"unknown key; this looks like a version 1 key: set `version: 1` (it is migrated on load), or move it to "
+        f"`{new_path}`"
+    )
