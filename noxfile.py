@@ -29,10 +29,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, then the import-linter contracts (lint-imports puts the repo root on sys.path itself)."""
-    session.install("ruff", "import-linter")
+    """ruff, the import-linter contracts (generated from tools/planes.py, checked fresh first) and mypy."""
+    _install(session)
     session.run("ruff", "check", ".")
+    session.run("python", "tools/planes.py", "--check")
     session.run("lint-imports", "--no-cache")
+    session.run("mypy")
 
 
 @nox.session

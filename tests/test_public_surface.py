@@ -14,8 +14,9 @@ import json
 import os
 from pathlib import Path
 
+from tools.planes import PLANES
+
 SNAPSHOT = Path(__file__).parent / "snapshots" / "public_surface.json"
-PLANES = ["specs", "tensor", "kernel", "attn", "blocks", "model", "pack", "examples"]
 
 
 def _plain(value):
