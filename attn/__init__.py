@@ -7,8 +7,6 @@ Kernels are resolved by name through :mod:`kernel.registry`; no layer branches o
 from attn.context import AttentionContext
 from attn.cross_attention import CrossAttention
 from attn.kv_cache import StaticKVCache
-from attn.projections import AttentionProjections
-from attn.rms_norm import RMSNorm
 from attn.self_attention import SelfAttention
 
-__all__ = ["AttentionContext", "AttentionProjections", "CrossAttention", "RMSNorm", "SelfAttention", "StaticKVCache"]
+__all__ = ["AttentionContext", "CrossAttention", "SelfAttention", "StaticKVCache"]

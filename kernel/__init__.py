@@ -4,7 +4,7 @@ Every kernel takes a :class:`specs.AttentionCall` and returns ``(B, Hq, Tq, D)``
 through :mod:`kernel.registry`; importing this package registers the built-in kernels but selects none.
 """
 
-from kernel import builtin, registry  # noqa: F401  (importing builtin registers "manual" and "sdpa")
+from kernel import builtin  # noqa: F401  (importing builtin registers "manual" and "sdpa")
 from kernel.registry import (
     KernelUnavailable,
     auto_choices,
@@ -23,7 +23,6 @@ __all__ = [
     "capabilities",
     "explain",
     "register",
-    "registry",
     "resolve",
     "use_kernel",
 ]

@@ -76,8 +76,8 @@ def _torch_facts() -> dict[str, str]:
 
 def _kernels() -> str:
     try:
-        from kernel import registry
+        import kernel
     except ImportError as exc:
         return f"unavailable ({exc})"
-    names = registry.available()
+    names = kernel.available()
     return ", ".join(names) if names else "none registered"

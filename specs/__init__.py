@@ -19,12 +19,12 @@ from specs.config_files import (
     load_preset,
     preset_names,
 )
-from specs.config_io import FieldProblem, config_kind, config_kinds, from_dict, register_migration, to_dict
+from specs.config_io import FieldProblem, config_kinds, from_dict, register_migration, to_dict
 from specs.errors import ConfigError, InputError, ShapeError
 from specs.generation_config import GenerationConfig
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ParallelizableModel, Seq2SeqLM
-from specs.tensor_spec import TensorSpec, checks_enabled, dtype_name, set_checks
+from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
 
 __all__ = [
     "IGNORE_INDEX",
@@ -57,9 +57,7 @@ __all__ = [
     "TensorSpec",
     "apply_overrides",
     "checks_enabled",
-    "config_kind",
     "config_kinds",
-    "dtype_name",
     "dump_config",
     "dumps_config",
     "from_dict",

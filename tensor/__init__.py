@@ -10,6 +10,7 @@ Position convention shared with ``specs.attention``: query ``i`` is at ``q_offse
 from tensor.alibi import alibi_bias, alibi_slopes
 from tensor.init import init_normal_, init_trunc_normal_, init_zeros_, residual_std
 from tensor.masks import (
+    call_allow_mask,
     causal_mask,
     combine_masks,
     document_mask,
@@ -20,6 +21,7 @@ from tensor.masks import (
     window_mask,
 )
 from tensor.ops import drop_path, rms_norm, softcap
+from tensor.paged import dense_call, gather_pages
 from tensor.positions import sinusoidal_positions
 from tensor.rope import ROPE_SCALINGS, apply_rope, rope_cos_sin, rope_inv_freq, rotate_half
 
@@ -28,10 +30,13 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "apply_rope",
+    "call_allow_mask",
     "causal_mask",
     "combine_masks",
+    "dense_call",
     "document_mask",
     "drop_path",
+    "gather_pages",
     "init_normal_",
     "init_trunc_normal_",
     "init_zeros_",

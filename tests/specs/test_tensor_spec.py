@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specs import ShapeError, TensorSpec, checks_enabled, dtype_name, set_checks
+from specs import ShapeError, TensorSpec, checks_enabled, set_checks
+from specs.tensor_spec import dtype_name
 
 Q = TensorSpec("q", ("B", "Hq", "Tq", "D"), dtypes={"float32", "bfloat16"})
 K = TensorSpec("k", ("B", "Hkv", "Tk", "D"))
