@@ -23,10 +23,19 @@ _NEW = "lmplanes config new"  # whose --help a usage error points to
 
 def register(commands: Any) -> None:
     """Add ``config`` and its subcommands to the ``lmplanes`` subparsers."""
-    config = commands.add_parser("config", help="write, validate and show configs", description=__doc__)
+    config = commands.add_parser(
+        "config",
+        help="write, validate and show configs",
+        description="Write a config from a preset, check config files, or print a config. Configs written with "
+        "an older schema version are migrated when read; every problem is reported with its field path.",
+    )
     actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    new = actions.add_parser("new", help="write a config file from a preset")
+    new = actions.add_parser(
+        "new",
+        help="write a config file from a preset",
+        description="Write a preset, with any --set overrides applied, to a config file.",
+    )
     new.add_argument("name", nargs="?", metavar="NAME", help=f"preset name; one of: {', '.join(specs.preset_names())}")
     new.add_argument("--preset", metavar="NAME", help="the preset, as an option instead of NAME")
     new.add_argument("-o", "--output", metavar="PATH", help="file to write (default: NAME.FORMAT here; '-': stdout)")
@@ -35,11 +44,20 @@ def register(commands: Any) -> None:
     new.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     new.set_defaults(run=run_new)
 
-    validate = actions.add_parser("validate", help="check config files (migrating old versions); exit 1 if any fails")
+    validate = actions.add_parser(
+        "validate",
+        help="check config files (migrating old versions); exit 1 if any fails",
+        description="Check each config file: print 'ok: PATH (KIND vN)', or one error line per problem. Exits 1 "
+        "if any file fails.",
+    )
     validate.add_argument("paths", nargs="+", metavar="PATH", help="a .yaml/.yml/.json config file")
     validate.set_defaults(run=run_validate)
 
-    show = actions.add_parser("show", help="print a preset or config file, migrated and validated")
+    show = actions.add_parser(
+        "show",
+        help="print a preset or config file, migrated and validated",
+        description="Print a preset or config file as the current schema version, with --set overrides applied.",
+    )
     show.add_argument("target", metavar="NAME_OR_PATH", help="a preset name or a config file")
     _add_set(show)
     show.add_argument("--format", choices=FORMATS, default="yaml", help="output format (default: yaml)")

@@ -18,7 +18,12 @@ NOT_INSTALLED = "not installed"
 
 def register(commands: Any) -> None:
     """Add ``env`` to the ``lmplanes`` subparsers."""
-    env = commands.add_parser("env", help="print versions, devices and registered kernels", description=__doc__)
+    env = commands.add_parser(
+        "env",
+        help="print versions, devices and registered kernels",
+        description="Print the versions of lmplanes, Python, torch and its companions, the CUDA devices, and the "
+        "registered attention kernels: what to paste into a bug report.",
+    )
     env.set_defaults(run=run_env)
 
 

@@ -44,3 +44,20 @@ def test_every_leaf_command_has_a_runner() -> None:
     assert set(leaves) == set(SURFACE) - {"", "config"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str = "") -> dict[str, argparse.ArgumentParser]:
+    found = {path: parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.update(_parsers(sub, f"{path} {name}".strip()))
+    return found
+
+
+def test_help_texts_are_plain_words_for_users() -> None:
+    """--help is read by users: no Sphinx/RST markup, no notes on how the command is implemented."""
+    for path, parser in _parsers(build_parser()).items():
+        text = parser.format_help()
+        for marker in ("``", ":mod:", ":func:", ":class:", "lazily", "import"):
+            assert marker not in text, f"'lmplanes {path} --help' shows {marker!r}:\n{text}"
