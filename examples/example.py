@@ -30,7 +30,7 @@ def decode(ids: torch.Tensor) -> str:
 
 
 @torch.no_grad()
-def greedy_generate(lm: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+def greedy_generate(lm: specs.CausalLM, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """Prefill the prompt into a KV cache, then feed back one argmax token at a time."""
     cache = lm.new_cache(prompt.shape[0], prompt.shape[1] + new_tokens)
     token = lm(prompt, cache=cache)[:, -1:].argmax(dim=-1)

@@ -117,7 +117,7 @@ def resolve(name: str, call: AttentionCall) -> AttentionKernel:
             f"kernel {name!r} cannot serve this attention call: {'; '.join(reasons)}. "
             f"Kernels that can: {', '.join(able) if able else 'none'}"
         )
-    return _load(name, _KERNELS[name])
+    return _loaded(name)
 
 
 @contextlib.contextmanager
@@ -160,18 +160,29 @@ def _entry(name: str) -> _Entry:
 
 
 def _load(name: str, entry: _Entry) -> AttentionKernel | None:
-    if not isinstance(entry.target, str):
-        return entry.target
+    """The kernel, importing a lazy one on first use; None (with ``entry.load_error`` set) when it cannot load."""
+    target = entry.target
+    if not isinstance(target, str):
+        return target
     if entry.load_error is not None:
         return None
-    module_name, _, attr = entry.target.partition(":")
+    module_name, _, attr = target.partition(":")
     try:
-        entry.target = getattr(importlib.import_module(module_name), attr)
+        loaded: AttentionKernel = getattr(importlib.import_module(module_name), attr)
     except Exception as exc:  # a broken optional back-end (driver, toolchain) must not break every other kernel
         entry.load_error = f"{type(exc).__name__}: {exc}"
         log.info("attention kernel %r is unavailable: %s", name, entry.load_error)
         return None
-    return entry.target
+    entry.target = loaded
+    return loaded
+
+
+def _loaded(name: str) -> AttentionKernel:
+    entry = _KERNELS[name]
+    fn = _load(name, entry)
+    if fn is None:
+        raise KernelUnavailable(f"attention kernel {name!r} cannot be loaded: {entry.load_error}")
+    return fn
 
 
 def _resolve_auto(call: AttentionCall) -> AttentionKernel:
@@ -188,11 +199,11 @@ def _resolve_auto(call: AttentionCall) -> AttentionKernel:
         if len(candidates) > 1 and _cannot_time():
             # A guess, not a measurement: used for this trace only and never cached.
             guess = max(candidates, key=lambda n: _KERNELS[n].preference)
-            return _load(guess, _KERNELS[guess])
+            return _loaded(guess)
         chosen = candidates[0] if len(candidates) == 1 else _fastest(candidates, call)
         _AUTO_CHOICES[bucket] = chosen
         log.info("auto attention kernel for %s: %s (candidates: %s)", bucket, chosen, candidates)
-    return _load(chosen, _KERNELS[chosen])
+    return _loaded(chosen)
 
 
 def _cannot_time() -> bool:
@@ -215,7 +226,7 @@ def _fastest(candidates: list[str], call: AttentionCall, repeats: int = 3) -> st
     call = dataclasses.replace(call, dropout_p=0.0)
     devices = [call.q.device] if call.q.device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        timings = {name: run_time(_load(name, _KERNELS[name])) for name in candidates}
+        timings = {name: run_time(_loaded(name)) for name in candidates}
     return min(timings, key=timings.__getitem__)
 
 

@@ -18,7 +18,10 @@ from torch.utils.checkpoint import checkpoint
 
 def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
     """Checkpoint every unit in ``model.fsdp_units()``; returns ``model`` for chaining."""
-    for unit in model.fsdp_units():
+    units = getattr(model, "fsdp_units", None)
+    if not callable(units):
+        raise TypeError(f"{type(model).__name__} declares no fsdp_units(); nothing to checkpoint (specs.ParallelizableModel)")
+    for unit in units():
         if getattr(unit, "_lmplanes_checkpointed", False):
             continue
         unit.forward = functools.partial(_checkpointed, unit.forward)

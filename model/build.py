@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from model.decoder import DecoderLM
 from specs.model_config import ModelConfig
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"decoder": DecoderLM}
+ARCHITECTURES: dict[str, type[DecoderLM]] = {"decoder": DecoderLM}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build(
     cfg: ModelConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, init: bool = True
-) -> nn.Module:
+) -> DecoderLM:
     """Build the model ``cfg`` describes. ``device="meta"`` allocates nothing; ``init=False`` leaves the
     weights uninitialised (for loading into). ``dtype`` defaults to ``cfg.dtype``."""
     if cfg.architecture not in ARCHITECTURES:

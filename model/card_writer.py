@@ -13,6 +13,7 @@ from torch import nn
 from model.manifest import hash_file
 from specs.card import DataRef, FileRef, ModelCard
 from specs.config_io import to_dict
+from specs.model_config import ModelConfig
 from specs.tensor_spec import dtype_name
 
 
@@ -49,7 +50,9 @@ def make_card(
 
     ``parameters`` counts tied weights once; ``dtype`` is the dtype holding most parameter elements.
     """
-    cfg = model.config
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"{type(model).__name__} has no ModelConfig as .config; cannot describe it in a card")
     params = list(model.parameters())  # deduplicated by identity: tied weights appear once
     by_dtype: Counter[str] = Counter()
     for p in params:

@@ -14,7 +14,7 @@ from torch import nn
 from attn.context import AttentionContext
 from attn.kv_cache import StaticKVCache
 from blocks.block import build_block
-from blocks.norms import build_norm
+from blocks.norms import RMSNorm, build_norm
 from model.inputs import check_cache, check_cache_len, check_input_ids, check_positions, default_positions
 from model.positions import build_positions
 from specs.cache import CacheStep, KVCache
@@ -131,5 +131,5 @@ class DecoderLM(nn.Module):
                 init_normal_(module.weight, residual_std(std, self.config.n_layers) if writes_residual else std)
                 if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
-            elif hasattr(module, "reset_parameters"):
-                module.reset_parameters()  # norms: unit scale, zero bias
+            elif isinstance(module, (RMSNorm, nn.LayerNorm)):
+                module.reset_parameters()  # unit scale, zero bias

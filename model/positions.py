@@ -55,6 +55,6 @@ def build_positions(cfg: ModelConfig) -> nn.Module:
         return LearnedPositions(cfg.max_seq_len, cfg.d_model)
     if cfg.positions == "sinusoidal":
         return SinusoidalPositions()
-    if cfg.positions == "rope":
+    if cfg.positions == "rope" and cfg.rope is not None:  # validation pairs the two
         return RotaryPositions(cfg.head_dim, cfg.rope.theta, cfg.rope.scaling, cfg.rope.factor)
     return NoPositions()

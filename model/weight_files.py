@@ -4,6 +4,7 @@ style ``model.safetensors.index.json``. Shared by our checkpoints and Hugging Fa
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from model.manifest import CheckpointError
@@ -12,7 +13,7 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
 
-def weight_files(root: Path) -> dict[str, list[str] | None]:
+def weight_files(root: Path) -> Mapping[str, list[str] | None]:
     """``{file: tensor names the index assigns to it}`` (``None`` for the unsharded single file)."""
     index_path, single = root / INDEX_NAME, root / WEIGHTS_NAME
     if index_path.is_file() and single.is_file():

@@ -69,7 +69,7 @@ def _torch_facts() -> dict[str, str]:
         import torch
     except ImportError:
         return {"torch": NOT_INSTALLED, "cuda": "unknown (no torch)"}
-    facts = {"torch": torch.__version__}
+    facts: dict[str, str] = {"torch": str(torch.__version__)}
     if torch.cuda.is_available():
         names = [f"{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
         facts["cuda"] = f"available (CUDA {torch.version.cuda}); " + "; ".join(names)

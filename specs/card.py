@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from specs.config_io import FieldProblem, config_kind
 
@@ -42,6 +42,9 @@ class FileRef:
 @config_kind("modelcard", version=1)
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelCard:
+    KIND: ClassVar[str]  # set by config_kind
+    VERSION: ClassVar[int]
+
     name: str
     model_version: str = "0.1.0"
     architecture: str

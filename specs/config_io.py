@@ -26,7 +26,7 @@ from specs.errors import ConfigError
 C = TypeVar("C")
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
-_KINDS: dict[str, type] = {}
+_KINDS: dict[str, Any] = {}  # kind -> its config dataclass (carrying KIND and VERSION)
 _MIGRATIONS: dict[tuple[str, int], Migration] = {}
 _MOVED_KEYS: dict[tuple[str, int], dict[str, str]] = {}  # (kind, old version) -> {old key: new dotted path}
 
@@ -80,7 +80,7 @@ def moved_key(kind: str, key: str) -> tuple[int, str] | None:
     return None
 
 
-def config_kinds() -> dict[str, type]:
+def config_kinds() -> dict[str, Any]:
     """The registered config kinds and their current dataclasses."""
     return dict(_KINDS)
 
@@ -144,12 +144,12 @@ _STRICT = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 @cache
-def _adapter(cls: type) -> pydantic.TypeAdapter:
+def _adapter(cls: Any) -> pydantic.TypeAdapter:
     _make_strict(cls)
     return pydantic.TypeAdapter(cls)
 
 
-def _make_strict(cls: type) -> None:
+def _make_strict(cls: Any) -> None:
     """Forbid unknown keys and type coercion in ``cls`` and every config nested in it.
 
     Strict mode in JSON validation still accepts objects for dataclasses, arrays for tuples and ints for floats.
@@ -161,7 +161,7 @@ def _make_strict(cls: type) -> None:
                 _make_strict(arg)
 
 
-def _validate(cls: type[C], data: dict[str, Any], source: str | None) -> C:
+def _validate(cls: Any, data: dict[str, Any], source: str | None) -> Any:
     try:
         return _adapter(cls).validate_json(json.dumps(data, default=_not_json))
     except pydantic.ValidationError as exc:
@@ -174,13 +174,13 @@ def _not_json(value: Any) -> Any:
     return str(value)
 
 
-def _describe(cls: type, err: Any) -> tuple[str, str]:
+def _describe(cls: Any, err: Any) -> tuple[str, str]:
     loc = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, FieldProblem):
         return ".".join([*loc, cause.field]), cause.reason
     if err["type"] == "unexpected_keyword_argument":
-        old = moved_key(cls.KIND, ".".join(loc)) if hasattr(cls, "KIND") else None  # type: ignore[attr-defined]
+        old = moved_key(cls.KIND, ".".join(loc)) if hasattr(cls, "KIND") else None
         if old is not None:
             version, new_path = old
             return ".".join(loc), (
@@ -198,25 +198,26 @@ def _describe(cls: type, err: Any) -> tuple[str, str]:
     return ".".join(loc), f"{msg} (got {err['input']!r})" if "input" in err and err["type"] != "value_error" else msg
 
 
-def _class_at(cls: type, path: list[str]) -> type | None:
+def _class_at(cls: Any, path: list[str]) -> Any | None:
     """The dataclass found by following ``path`` through nested config fields, if any."""
+    current: Any | None = cls
     for name in path:
         if name.isdigit():  # an entry of a tuple of configs
             continue
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(current)
         if name not in hints:
             return None
-        cls = _dataclass_in(hints[name])
-        if cls is None:
+        current = _dataclass_in(hints[name])
+        if current is None:
             return None
-    return cls
+    return current
 
 
-def _dataclass_in(tp: Any) -> type | None:
-    if dataclasses.is_dataclass(tp):
+def _dataclass_in(tp: Any) -> Any | None:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) in (typing.Union, tuple, list):
         for arg in typing.get_args(tp):
-            if dataclasses.is_dataclass(arg):
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg):
                 return arg
     return None

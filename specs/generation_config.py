@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from specs.config_io import FieldProblem, config_kind
 
@@ -11,6 +12,10 @@ from specs.config_io import FieldProblem, config_kind
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GenerationConfig:
     """Sampling settings. ``temperature == 0`` means greedy decoding."""
+
+    KIND: ClassVar[str]  # set by config_kind
+    VERSION: ClassVar[int]
+
 
     max_new_tokens: int = 32
     temperature: float = 0.0

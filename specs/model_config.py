@@ -7,7 +7,7 @@ string literal, never a class, so the config stays plain data that loads without
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from specs.config_io import FieldProblem, config_kind, register_migration
 from specs.kernel_names import kernel_name_problem
@@ -98,6 +98,10 @@ class MLPConfig:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelConfig:
     """A transformer language model. ``architecture`` picks the assembler in the ``model`` plane."""
+
+    KIND: ClassVar[str]  # set by config_kind
+    VERSION: ClassVar[int]
+
 
     name: str = ""
     architecture: Literal["decoder"] = "decoder"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,7 +52,7 @@ class TensorSpec:
 
     name: str
     dims: tuple[str | int, ...]
-    dtypes: frozenset[str] | None = None
+    dtypes: Set[str] | None = None  # stored as a frozenset
     layout: str = "strided"
 
     def __post_init__(self) -> None:
