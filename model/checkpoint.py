@@ -8,8 +8,8 @@ Layout::
     MANIFEST.json                    every file with size and sha256 and a content id; written last
     train_state/                     optional, reserved for exact resume; covered by the manifest when present
 
-The whole directory is written under a temporary name and renamed into place (:func:`atomic_directory`), so a
-crash never leaves a directory that looks complete. Weights never go through pickle: tied weights are stored
+The whole directory is written under a temporary name and swapped into place (:func:`atomic_directory`, which
+also decides what an existing target may be), so a crash never leaves a directory that looks complete. Weights never go through pickle: tied weights are stored
 once (the alias the architecture declares, e.g. ``lm_head.weight`` under ``tie_embeddings``, is left out and
 re-tied on load). Loading verifies the manifest before any tensor is read, then checks tensor names and
 shapes against the model the config builds, and reports every problem at once.
@@ -31,7 +31,7 @@ from model.atomic import atomic_directory
 from model.build import build
 from model.card_writer import file_refs, make_card
 from model.manifest import CheckpointError, verify_manifest, write_manifest
-from model.weight_files import INDEX_NAME, WEIGHTS_NAME, weight_files
+from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors, weight_files
 from specs.card import ModelCard
 from specs.config_files import atomic_write_text, dump_config, dumps_config, load_config
 from specs.config_io import to_dict
@@ -60,8 +60,14 @@ def save_checkpoint(
     ``card`` (default: :func:`make_card` of the model) is written with its ``files`` replaced by the weight
     files and ``config.json``. ``max_shard_bytes`` splits the weights greedily, in state-dict order, into
     Hugging Face style shards when they do not fit one file (a tensor larger than the limit gets a shard of
-    its own). An existing ``path`` is an error unless ``overwrite``; then it is replaced only once the new
-    checkpoint is complete.
+    its own).
+
+    ``path`` may be missing (its missing parent folders are created, as Hugging Face's ``save_pretrained``
+    does) or an empty directory. An existing checkpoint (a directory with our ``MANIFEST.json`` and no file
+    it does not list) raises ``FileExistsError`` unless ``overwrite``; then it is swapped for the new one in
+    one step once that is complete. Anything else at ``path`` (a file, a symlink, a folder of other files, the
+    current directory) is refused even with ``overwrite``. Temporaries left beside ``path`` by a killed
+    save are removed first (and logged). See :mod:`model.atomic`.
     """
     model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: save the module it compiled
     cfg = getattr(model, "config", None)
@@ -73,7 +79,7 @@ def save_checkpoint(
         raise ValueError("card.config does not describe model.config; build the card from this model (make_card)")
     tensors = _tensors_to_save(model, cfg)
     final = Path(path)
-    with atomic_directory(final, overwrite=overwrite) as staging:
+    with atomic_directory(path, overwrite=overwrite) as staging:  # path as given: errors name it as the user wrote it
         dump_config(cfg, staging / CONFIG_NAME)
         weight_files = _write_weights(staging, tensors, max_shard_bytes)
         refs = file_refs(staging, [*weight_files, CONFIG_NAME])
@@ -154,7 +160,8 @@ def _write_weights(root: Path, tensors: dict[str, torch.Tensor], max_shard_bytes
     sizes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
     total = sum(sizes.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
-        save_file(tensors, str(root / WEIGHTS_NAME), metadata=_METADATA)
+        with safetensors_os_errors():
+            save_file(tensors, str(root / WEIGHTS_NAME), metadata=_METADATA)
         return [WEIGHTS_NAME]
     shards: list[list[str]] = [[]]
     used = 0
@@ -168,7 +175,8 @@ def _write_weights(root: Path, tensors: dict[str, torch.Tensor], max_shard_bytes
     names = [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
     weight_map = {}
     for file, members in zip(names, shards, strict=True):
-        save_file({k: tensors[k] for k in members}, str(root / file), metadata=_METADATA)
+        with safetensors_os_errors():
+            save_file({k: tensors[k] for k in members}, str(root / file), metadata=_METADATA)
         weight_map.update(dict.fromkeys(members, file))
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     atomic_write_text(root / INDEX_NAME, json.dumps(index, indent=2) + "\n")

@@ -24,7 +24,8 @@ from torch import nn
 from model.atomic import atomic_directory
 from model.build import DTYPES, build
 from model.hf_llama import LlamaFamily
-from model.weight_files import INDEX_NAME, WEIGHTS_NAME, weight_files
+from model.target_rules import HUGGING_FACE
+from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors, weight_files
 from specs.model_config import ModelConfig
 
 
@@ -111,7 +112,11 @@ def from_hf(
 
 def to_hf(model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write ``model`` as a Hugging Face checkpoint directory (``config.json`` + ``model.safetensors``),
-    atomically. Raises ``ValueError`` listing every feature no supported family can express."""
+    atomically. Raises ``ValueError`` listing every feature no supported family can express.
+
+    ``path`` may be missing or an empty directory; with ``overwrite`` it may also be a Hugging Face checkpoint
+    (a ``config.json`` with a ``model_type``, and only files such checkpoints hold), which is swapped for the
+    new one in one step. Anything else is refused (:mod:`model.target_rules`)."""
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"to_hf needs a model built from a ModelConfig (a .config attribute); got {type(model)}")
@@ -138,10 +143,11 @@ def to_hf(model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = F
         raise ValueError(f"cannot export parameters of dtype {common}; use one of {', '.join(DTYPES)}")
     dtype = _DTYPE_NAMES[common]
 
-    with atomic_directory(path, overwrite=overwrite) as staging:
+    with atomic_directory(path, overwrite=overwrite, kind=HUGGING_FACE) as staging:
         config = json.dumps(family.hf_config(cfg, dtype=dtype), indent=2, sort_keys=True) + "\n"
         (staging / _CONFIG).write_text(config, encoding="utf-8")
-        save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+        with safetensors_os_errors():
+            save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
     return Path(path)
 
 

@@ -107,6 +107,20 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
+def listed_paths(directory: str | os.PathLike[str]) -> set[str] | None:
+    """The relative paths an lmplanes ``MANIFEST.json`` in ``directory`` lists (the manifest itself included),
+    or None when there is no readable manifest of this format. Hashes are not checked: this answers "is this
+    directory one of ours, and which of its files are", not "is it intact"."""
+    try:
+        data = json.loads((Path(directory) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("files"), list):
+        return None
+    paths = {entry.get("path") for entry in data["files"] if isinstance(entry, dict)}
+    return {p for p in paths if isinstance(p, str) and _safe_relpath(p)} | {MANIFEST_NAME}
+
+
 def verify_manifest(directory: str | os.PathLike[str]) -> list[str]:
     """Check a directory against its ``MANIFEST.json``: one problem string per problem, empty when intact."""
     root = Path(directory)

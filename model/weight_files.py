@@ -1,16 +1,36 @@
 """Where a directory keeps its safetensors weights: one ``model.safetensors``, or shards named by a Hugging Face
-style ``model.safetensors.index.json``. Shared by our checkpoints and Hugging Face imports."""
+style ``model.safetensors.index.json``. Shared by our checkpoints and Hugging Face imports and exports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from model.manifest import CheckpointError
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+@contextlib.contextmanager
+def safetensors_os_errors() -> Iterator[None]:
+    """Re-raise a safetensors write that the operating system refused (a ``SafetensorError`` reading "I/O error:
+    No space left on device (os error 28) ...") as that ``OSError``, so that it is reported like any other."""
+    try:
+        yield
+    except SafetensorError as exc:
+        found = _OS_ERROR.search(str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from exc
 
 
 def weight_files(root: Path) -> Mapping[str, list[str] | None]:

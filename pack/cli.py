@@ -56,10 +56,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             report(line)
         return EXIT_FAILED
     except OSError as exc:  # a file we were told to read or write: permissions, a directory in the way, ...
-        report(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        report(os_error_line(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:
         report("interrupted")
         return 130
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
+
+
+def os_error_line(exc: OSError) -> str:
+    """``REASON: PATH`` without Python's ``[Errno N]`` prefix; the path only when the reason does not name it."""
+    text = exc.strerror or str(exc)
+    if exc.filename is not None and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    return text

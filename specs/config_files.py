@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import os
 import re
@@ -83,7 +84,8 @@ def dumps_config(cfg: Any, fmt: str = "yaml") -> str:
 
 
 def dump_config(cfg: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a config to ``path`` (format by suffix), atomically: a crash never leaves half a file."""
+    """Write a config to ``path`` (format by suffix), atomically: a crash never leaves half a file. The folder
+    must exist (:func:`atomic_write_text`)."""
     path = Path(path)
     fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(path.suffix)
     if fmt is None:
@@ -92,20 +94,45 @@ def dump_config(cfg: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into place.
+
+    The folder must exist: a missing one is an error naming it, never created (a mistyped ``-o`` must not
+    scatter folders). Any ``OSError`` names ``path``, not the temporary file, and chains the original.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        missing = not folder.exists()
+        problem = f"folder {folder} does not exist" if missing else f"{folder} is not a folder"
+        raise OSError(errno.ENOENT if missing else errno.ENOTDIR, f"could not write {path}: {problem}")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a config is as readable as any new file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise reworded_os_error(exc, f"could not write {path}") from exc
         raise
+
+
+def reworded_os_error(exc: OSError, message: str) -> OSError:
+    """``exc`` as ``OSError("MESSAGE: REASON")`` with the same errno (hence the same subclass, e.g.
+    ``PermissionError``). REASON is the innermost OSError's in the ``raise ... from`` chain, so a message that
+    names a temporary path is replaced, not nested, when a caller rewords an already reworded error."""
+    inner = exc
+    while isinstance(inner.__cause__, OSError):
+        inner = inner.__cause__
+    reason = inner.strerror or str(inner)
+    code = inner.errno if isinstance(inner.errno, int) else exc.errno
+    return OSError(code, f"{message}: {reason}") if isinstance(code, int) else OSError(f"{message}: {reason}")
 
 
 def current_umask() -> int:

@@ -103,6 +103,7 @@ def test_every_preset_writes_a_valid_file(preset: str, in_tmp: Path, capsys: pyt
 
 
 def test_new_json_by_suffix_and_by_format(in_tmp: Path) -> None:
+    (in_tmp / "sub/dir").mkdir(parents=True)
     assert main(["config", "new", "llama-tiny", "-o", "sub/dir/m.json"]) == 0
     assert json.loads((in_tmp / "sub/dir/m.json").read_text())["kind"] == "model"
     assert main(["config", "new", "llama-tiny", "--format", "json"]) == 0
@@ -126,6 +127,21 @@ def test_new_refuses_to_overwrite_without_force(in_tmp: Path, capsys: pytest.Cap
     assert main(["config", "new", "llama-tiny", "-o", "m.yaml", "--force"]) == 0
     assert specs.load_config(target) == specs.load_preset("llama-tiny")
     assert [p.name for p in in_tmp.iterdir()] == ["m.yaml"]  # no temporary file left beside it
+
+
+def test_new_into_a_missing_folder_names_it(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "new", "llama-tiny", "-o", "nodir/x.yaml"]) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line == "lmplanes: error: could not write nodir/x.yaml: folder nodir does not exist"
+    assert list(in_tmp.iterdir()) == []  # the folder was not created
+
+
+def test_os_errors_are_one_line_without_errno(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (in_tmp / "m.yaml").mkdir()  # a directory in the way of the file --force replaces
+    assert main(["config", "new", "llama-tiny", "-o", "m.yaml", "--force"]) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line == "lmplanes: error: could not write m.yaml: Is a directory"
+    assert [p.name for p in in_tmp.iterdir()] == ["m.yaml"]
 
 
 def test_unknown_preset_suggests_close_names(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import string
@@ -140,6 +141,7 @@ def test_dumps_then_from_dict_round_trips(cfg, fmt):
 @given(cfg=any_config, suffix=st.sampled_from([".json", ".yaml", ".yml"]))
 def test_dump_config_then_load_config_round_trips(tmp_path, cfg, suffix):
     path = tmp_path / "sub" / f"cfg{suffix}"
+    path.parent.mkdir(exist_ok=True)  # atomic writes never create folders
     assert dump_config(cfg, path) == path
     assert load_config(path) == cfg
     assert load_config(str(path), kind=type(cfg).KIND) == cfg
@@ -525,11 +527,43 @@ def test_register_migration_chain_and_gap(monkeypatch):
         config_io.config_kind("test-widget", version=1)(Widget)
 
 
-def test_atomic_write_text_creates_parents(tmp_path):
-    target = tmp_path / "a" / "b" / "c.txt"
-    config_files.atomic_write_text(target, "hi")
-    assert target.read_text(encoding="utf-8") == "hi"
-    assert os.listdir(target.parent) == ["c.txt"]
+@pytest.mark.parametrize("blocker", ["missing", "file"])
+def test_atomic_write_text_never_creates_folders(tmp_path, blocker):
+    folder = tmp_path / "a"
+    if blocker == "file":
+        folder.write_text("not a folder", encoding="utf-8")
+    target = folder / "c.txt"
+    with pytest.raises(OSError) as err:
+        config_files.atomic_write_text(target, "hi")
+    problem = f"folder {folder} does not exist" if blocker == "missing" else f"{folder} is not a folder"
+    assert err.value.strerror == f"could not write {target}: {problem}"
+    assert isinstance(err.value, FileNotFoundError if blocker == "missing" else NotADirectoryError)
+    assert [p.name for p in tmp_path.iterdir()] == ([] if blocker == "missing" else ["a"])
+
+
+def test_atomic_write_text_errors_name_the_target_not_the_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "model.yaml"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(config_files.os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        config_files.atomic_write_text(target, "hi")
+    monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC and err.value.strerror == f"could not write {target}: No space left on device"
+    assert ".tmp" not in str(err.value) and isinstance(err.value.__cause__, OSError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_text_permission_error_names_the_target(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):  # what mkstemp raises in a read-only folder (tests may run as root)
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".x.yaml.abcdefgh.tmp"))
+
+    monkeypatch.setattr(config_files.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError) as err:
+        config_files.atomic_write_text(tmp_path / "x.yaml", "hi")
+    assert str(err.value) == f"[Errno 13] could not write {tmp_path / 'x.yaml'}: Permission denied"
 
 
 # ------------------------------------------------------------------------------------------------ known gaps
