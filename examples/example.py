@@ -2,14 +2,14 @@
 
     python examples/example.py [--out DIR]
 
-The model is nanoGPT's Shakespeare-character configuration with random weights, so the generated text is
-noise; training arrives with the ``train`` plane.
+The model is nanoGPT's Shakespeare-character configuration with RANDOM weights: nothing has trained it, so
+the text it generates is noise. The checkpoint stays in DIR (default: runs/example) for the commands the
+script suggests at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import torch
@@ -45,30 +45,30 @@ def main(out_dir: Path) -> None:
     torch.manual_seed(0)
     cfg = specs.load_config("gpt-shakespeare-char")
     lm = model.build(cfg).eval()
-    print(f"built {cfg.name}: {model.count_parameters(cfg):,} parameters")
+    print(f"built {cfg.name}: {model.count_parameters(cfg):,} parameters, randomly initialised (untrained)")
 
     prompt = encode("ROMEO:")
     logits = lm(prompt)
     print(f"forward: input {list(prompt.shape)} -> logits {list(logits.shape)}")
 
+    # overwrite=True replaces only an earlier checkpoint of this script, never other files.
     ckpt = model.save_checkpoint(lm, out_dir / "gpt-shakespeare-char", overwrite=True)
-    problems = model.verify_manifest(ckpt)
-    print(f"saved {ckpt}: {sorted(p.name for p in ckpt.iterdir())}; manifest {'ok' if not problems else problems}")
+    problems = model.verify_checkpoint(ckpt)
+    print(f"saved {ckpt}: {sorted(p.name for p in ckpt.iterdir())}; verified: {'ok' if not problems else problems}")
 
     loaded = model.load_checkpoint(ckpt)
     assert torch.equal(loaded(prompt), logits), "the loaded checkpoint computes different logits"
     print("loaded it back: identical logits")
 
     generated = greedy_generate(loaded, prompt, new_tokens=24)
-    print(f"greedy continuation with the KV cache: {decode(prompt[0])}{decode(generated[0])!r}")
+    print(f"greedy continuation with the KV cache (noise: the weights are random): "
+          f"{decode(prompt[0])}{decode(generated[0])!r}")
+    print("next:")
+    print(f"  lmplanes checkpoint show {ckpt}      # what the checkpoint holds")
+    print(f"  lmplanes checkpoint verify {ckpt}    # every file against its manifest, tensors against the config")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="where to write the checkpoint (default: a temp dir)")
-    args = parser.parse_args()
-    if args.out is not None:
-        main(args.out)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            main(Path(tmp))
+    parser.add_argument("--out", type=Path, default=Path("runs/example"), help="where to keep the checkpoint")
+    main(parser.parse_args().out)

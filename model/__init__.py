@@ -1,25 +1,25 @@
 """Model assemblers (decoder-only LM), checkpoint I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`from_hf`, :func:`to_hf`, :func:`apply_activation_checkpointing`.
+:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`apply_activation_checkpointing`.
 """
 
 from model.activation_checkpointing import apply_activation_checkpointing
-from model.build import ARCHITECTURES, build, count_parameters
+from model.build import build, count_parameters
 from model.card_writer import make_card
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from model.cpu_inference import enable_onednn_linears
 from model.decoder import DecoderLM
-from model.hf import HF_FAMILIES, from_hf, to_hf
-from model.manifest import CheckpointError, verify_manifest, write_manifest
+from model.hf import from_hf, to_hf
+from model.temporaries import clean_stale_temporaries
+from specs.errors import CheckpointError
 
 __all__ = [
-    "ARCHITECTURES",
-    "HF_FAMILIES",
     "CheckpointError",
     "DecoderLM",
     "apply_activation_checkpointing",
     "build",
+    "clean_stale_temporaries",
     "count_parameters",
     "enable_onednn_linears",
     "from_hf",
@@ -27,6 +27,5 @@ __all__ = [
     "make_card",
     "save_checkpoint",
     "to_hf",
-    "verify_manifest",
-    "write_manifest",
+    "verify_checkpoint",
 ]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from torch import nn
 
-from model.manifest import hash_file
 from specs.card import DataRef, FileRef, ModelCard
 from specs.config_io import to_dict
+from specs.manifest import hash_file
 from specs.model_config import ModelConfig
 from specs.tensor_spec import dtype_name
 

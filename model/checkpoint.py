@@ -23,19 +23,20 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from model.atomic import atomic_directory
 from model.build import build
 from model.card_writer import file_refs, make_card
-from model.manifest import CheckpointError, verify_manifest, write_manifest
-from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors, weight_files
+from model.decoder import DecoderLM
+from model.loading import check_stored, load_weights
+from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
 from specs.card import ModelCard
 from specs.config_files import atomic_write_text, dump_config, dumps_config, load_config
 from specs.config_io import to_dict
-from specs.errors import ConfigError
+from specs.errors import CheckpointError, ConfigError
+from specs.manifest import verify_manifest, write_manifest
 from specs.model_config import ModelConfig
 
 CONFIG_NAME = "config.json"
@@ -192,14 +193,34 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     verify: bool = True,
-) -> nn.Module:
+) -> DecoderLM:
     """Load a checkpoint directory written by :func:`save_checkpoint`; return the model in eval mode.
 
     With ``verify`` (the default) the manifest is checked first, and any missing, truncated, altered or
     unlisted file raises :class:`CheckpointError` before a tensor is read. Tensor names and shapes are then
-    checked against the model ``config.json`` builds. ``dtype`` casts floating tensors after loading; without
+    checked against the model ``config.json`` builds. ``dtype`` casts floating tensors while loading; without
     it they keep the dtype they were saved in.
     """
+    root, cfg = _open_checkpoint(path, verify=verify)
+    model = build(cfg, device="meta")
+    load_weights(model, root, _stored_names(model), device=device, dtype=dtype)
+    return model.eval()
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> list[str]:
+    """Every problem of a checkpoint directory, one line each (empty when it is intact): its manifest (every
+    file hashed), its config, and its tensor names and shapes against the model the config builds. Reads
+    the safetensors headers only, never the tensor data."""
+    try:
+        root, cfg = _open_checkpoint(path, verify=True)
+        model = build(cfg, device="meta")
+        check_stored(model, root, _stored_names(model))
+    except CheckpointError as exc:
+        return exc.problems
+    return []
+
+
+def _open_checkpoint(path: str | os.PathLike[str], *, verify: bool) -> tuple[Path, ModelConfig]:
     root = Path(path)
     if not root.exists():
         raise CheckpointError(f"{root}: no such checkpoint directory")
@@ -213,76 +234,10 @@ def load_checkpoint(
         cfg = load_config(root / CONFIG_NAME, kind="model")
     except ConfigError as exc:
         raise CheckpointError(f"{CONFIG_NAME}: {exc}", root) from None
+    return root, cfg
 
-    model = build(cfg, device="meta")
+
+def _stored_names(model: nn.Module) -> dict[str, str]:
+    """Our checkpoints store every tensor under its own name, except tied aliases, stored once as their source."""
     aliases = tied_aliases(model)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in aliases}
-    files = weight_files(root)
-    found = _check_headers(root, files, expected, aliases)
-
-    state: dict[str, torch.Tensor] = {}
-    dev = str(torch.device(device))
-    for file in found:
-        try:
-            state.update(load_file(str(root / file), device=dev))
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise CheckpointError(f"{file}: could not read tensors ({exc})", root) from None
-    model.load_state_dict(state, strict=False, assign=True)  # names and shapes were checked above
-    for alias, source in aliases.items():
-        owner_name, _, leaf = alias.rpartition(".")
-        setattr(model.get_submodule(owner_name), leaf, _tensor_at(model, source))
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
-    if left:
-        raise CheckpointError([f"{n}: not restored by the checkpoint (still on the meta device)" for n in left], root)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval()
-
-
-def _tensor_at(model: nn.Module, name: str) -> torch.Tensor:
-    owner_name, _, leaf = name.rpartition(".")
-    owner = model.get_submodule(owner_name)
-    return owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf]
-
-
-def _check_headers(
-    root: Path, files: dict[str, list[str] | None], expected: dict[str, tuple[int, ...]], aliases: dict[str, str]
-) -> list[str]:
-    """Read only the safetensors headers and compare names and shapes with the model; return the files."""
-    problems: list[str] = []
-    where: dict[str, str] = {}
-    unreadable = False
-    for file, indexed in files.items():
-        try:
-            with safe_open(str(root / file), framework="pt", device="cpu") as fh:
-                shapes = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            problems.append(f"{file}: not a readable safetensors file ({exc})")
-            unreadable = True
-            continue
-        if indexed is not None:
-            for name in sorted(set(indexed) - set(shapes)):
-                problems.append(f"{file}: lacks tensor {name!r}, which {INDEX_NAME} places in it")
-            for name in sorted(set(shapes) - set(indexed)):
-                problems.append(f"{file}: holds tensor {name!r}, which {INDEX_NAME} does not place in it")
-        for name, shape in shapes.items():
-            if name in where:
-                problems.append(f"{file}: tensor {name!r} is also stored in {where[name]}")
-                continue
-            where[name] = file
-            if name in aliases:
-                problems.append(f"{file}: unexpected tensor {name!r}; the config ties it to {aliases[name]!r}")
-            elif name not in expected:
-                problems.append(f"{file}: unexpected tensor {name!r}; the model built from {CONFIG_NAME} has none")
-            elif shape != expected[name]:
-                problems.append(
-                    f"{file}: tensor {name!r} has shape {list(shape)}, the model built from {CONFIG_NAME} expects "
-                    f"{list(expected[name])}"
-                )
-    if not unreadable:  # an unreadable file's tensors are not known to be missing
-        searched = f"any of the {len(files)} shards of {INDEX_NAME}" if len(files) > 1 else next(iter(files))
-        for name in sorted(set(expected) - set(where)):
-            problems.append(f"missing tensor {name!r} (shape {list(expected[name])}): not in {searched}")
-    if problems:
-        raise CheckpointError(problems, root)
-    return list(files)
+    return {name: aliases.get(name, name) for name in model.state_dict(keep_vars=True)}

@@ -9,23 +9,23 @@ supplies the config mapping and plain name tables (``config_from_hf``, ``hf_conf
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from model.atomic import atomic_directory
 from model.build import DTYPES, build
+from model.decoder import DecoderLM
 from model.hf_llama import LlamaFamily
+from model.loading import load_weights
 from model.target_rules import HUGGING_FACE
-from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors, weight_files
+from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
+from specs.errors import CheckpointError
 from specs.model_config import ModelConfig
 
 
@@ -61,52 +61,38 @@ _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 def from_hf(
     path: str | os.PathLike[str], *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
-) -> nn.Module:
+) -> DecoderLM:
     """Load a Hugging Face checkpoint directory (``config.json`` + safetensors weights) as our model, in eval
-    mode. ``dtype`` defaults to the checkpoint's own (``dtype``/``torch_dtype``), else float32."""
+    mode. ``dtype`` defaults to the checkpoint's own (``dtype``/``torch_dtype``), else float32. Anything wrong
+    with the directory (an unsupported family or feature, missing or mismatched tensors, pickled weights) is a
+    :class:`specs.CheckpointError` naming every problem, raised before a tensor is read."""
     root = Path(path)
-    hf = _read_json(root / _CONFIG)
-    family = _family(hf.get("model_type"))
-    dtype = dtype or _checkpoint_dtype(hf)
-    if dtype not in _DTYPE_NAMES:
+    if dtype is not None and dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+    hf = _read_json(root / _CONFIG)
+    family = _family(hf.get("model_type"), root)
+    dtype = dtype or _checkpoint_dtype(hf, root)
     name = hf.get("_name_or_path") or root.resolve().name
-    cfg = family.config_from_hf(hf, name=str(name), dtype=_DTYPE_NAMES[dtype])
+    try:
+        cfg = family.config_from_hf(hf, name=str(name), dtype=_DTYPE_NAMES[dtype])
+    except ValueError as exc:  # ConfigError included: the config.json asks for something we cannot build
+        raise CheckpointError([f"{_CONFIG}: {line.strip()}" for line in str(exc).splitlines() if line.strip()], root) from None
 
     model = build(cfg, device="meta")
-    wanted = model.state_dict(keep_vars=True)  # meta tensors: names and shapes only
-    names = {ours: family.hf_name(ours, cfg) for ours in wanted}
+    names = {ours: family.hf_name(ours, cfg) for ours in model.state_dict(keep_vars=True)}
     inexpressible = sorted(ours for ours, hf_name in names.items() if hf_name is None)
     if inexpressible:  # a family/assembler mismatch, not a user error
-        raise ValueError(f"{family.model_type} has no name for our tensors: {', '.join(inexpressible)}")
-
-    with _open_weights(root) as files:
-        problems = []
-        missing = sorted({hf_name for hf_name in names.values() if hf_name not in files})
-        if missing:
-            problems.append(f"missing tensors: {', '.join(missing)}")
-        mapped = set(names.values())
-        unexpected = sorted(n for n in files if n not in mapped and not family.ignored(n, cfg))
-        if unexpected:
-            problems.append(f"unexpected tensors (not mapped to {type(model).__name__}): {', '.join(unexpected)}")
-        shapes = {hf_name: list(files[hf_name].get_slice(hf_name).get_shape()) for hf_name in mapped & files.keys()}
-        mismatched = [
-            f"{hf_name}: checkpoint {shapes[hf_name]}, model {list(wanted[ours].shape)} ({ours})"
-            for ours, hf_name in names.items()
-            if hf_name in shapes and shapes[hf_name] != list(wanted[ours].shape)
-        ]
-        if mismatched:
-            problems.append("shape mismatches: " + "; ".join(mismatched))
-        if problems:
-            raise ValueError(f"cannot load {root} as {family.architecture}:\n  " + "\n  ".join(problems))
-        loaded: dict[str, torch.Tensor] = {}
-        for hf_name in dict.fromkeys(names.values()):
-            loaded[hf_name] = files[hf_name].get_tensor(hf_name).to(device=device, dtype=dtype)
-    model.load_state_dict({ours: loaded[hf_name] for ours, hf_name in names.items()}, strict=True, assign=True)
-    model.tie_weights()  # assign=True loading gave the head its own Parameter
-    on_meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if on_meta:
-        raise ValueError(f"tensors left unmaterialised after loading: {', '.join(on_meta)}")
+        raise CheckpointError(f"{family.model_type} has no name for our tensors: {', '.join(inexpressible)}", root)
+    _refuse_pickles(root)
+    load_weights(
+        model,
+        root,
+        {ours: hf_name for ours, hf_name in names.items() if hf_name is not None},
+        ignored=lambda hf_name: family.ignored(hf_name, cfg),
+        device=device,
+        dtype=dtype,
+        described_by=f"config.json ({family.architecture})",
+    )
     return model.eval()
 
 
@@ -154,49 +140,42 @@ def to_hf(model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = F
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def _family(model_type: object) -> HFFamily:
-    if model_type not in HF_FAMILIES:
-        raise ValueError(
-            f"unsupported Hugging Face model_type {model_type!r}; supported: {', '.join(sorted(HF_FAMILIES))}"
+def _family(model_type: object, root: Path) -> HFFamily:
+    if not isinstance(model_type, str) or model_type not in HF_FAMILIES:
+        raise CheckpointError(
+            f"{_CONFIG}: unsupported Hugging Face model_type {model_type!r}; supported: {', '.join(sorted(HF_FAMILIES))}",
+            root,
         )
     return HF_FAMILIES[model_type]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a Hugging Face checkpoint directory")
+        raise CheckpointError(f"{path.name}: missing; not a Hugging Face model directory", path.parent)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path.name}: not valid JSON ({exc})", path.parent) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+        raise CheckpointError(f"{path.name}: must hold a JSON object", path.parent)
     return data
 
 
-def _checkpoint_dtype(hf: dict[str, Any]) -> torch.dtype:
+def _checkpoint_dtype(hf: dict[str, Any], root: Path) -> torch.dtype:
     name = hf.get("dtype") or hf.get("torch_dtype") or "float32"
     if name not in DTYPES:
-        raise ValueError(f"checkpoint dtype {name!r} is not supported; pass dtype= one of {', '.join(DTYPES)}")
+        raise CheckpointError(
+            f"{_CONFIG}: dtype {name!r} is not supported; pass dtype= one of {', '.join(DTYPES)}", root
+        )
     return DTYPES[name]
 
 
-@contextlib.contextmanager
-def _open_weights(root: Path) -> Iterator[dict[str, Any]]:
-    """Map every stored tensor name to the open safetensors file that holds it."""
+def _refuse_pickles(root: Path) -> None:
     has_safetensors = (root / WEIGHTS_NAME).is_file() or (root / INDEX_NAME).is_file()
     pickled = [name for name in _PICKLED if (root / name).exists()]
     if pickled and not has_safetensors:
-        raise ValueError(
-            f"{root} holds only pickled weights ({', '.join(pickled)}); lmplanes never unpickles checkpoints. "
-            "Convert them to safetensors (model.safetensors) first."
+        raise CheckpointError(
+            f"holds only pickled weights ({', '.join(pickled)}); lmplanes never unpickles checkpoints. "
+            "Convert them to safetensors (model.safetensors) first.",
+            root,
         )
-    files = weight_files(root)  # {file: names the index assigns to it, or None for the single file}
-    with contextlib.ExitStack() as stack:
-        handles = {file: stack.enter_context(safe_open(str(root / file), framework="pt")) for file in files}
-        stored = {file: set(handle.keys()) for file, handle in handles.items()}
-        absent = sorted(n for file, names in files.items() for n in names or () if n not in stored[file])
-        if absent:
-            raise ValueError(f"tensors listed in {INDEX_NAME} are absent from their shards: {', '.join(absent)}")
-        yield {name: handles[file] for file, names in files.items() for name in (names or stored[file])}
-

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.manifest import listed_paths
+from specs.manifest import listed_paths
 
 HF_FILES = frozenset(
     {

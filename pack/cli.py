@@ -11,12 +11,12 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pack import config_cmd, env_cmd
+from pack import checkpoint_cmd, config_cmd, convert_cmd, env_cmd
 from pack.errors import EXIT_FAILED, EXIT_USAGE, PROG, CommandError, UsageError, problem_lines, report
-from specs import ConfigError
+from specs import CheckpointError, ConfigError
 
 # Subcommand modules, in the order ``lmplanes --help`` lists them. A subcommand arrives with its plane.
-COMMANDS = (config_cmd, env_cmd)
+COMMANDS = (config_cmd, checkpoint_cmd, convert_cmd, env_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for line in problem_lines(exc):
             report(line)
+        return EXIT_FAILED
+    except CheckpointError as exc:  # a checkpoint or model directory we were told to read
+        for problem in exc.problems:
+            report(f"{exc.source}: {problem}" if exc.source else problem)
         return EXIT_FAILED
     except OSError as exc:  # a file we were told to read or write: permissions, a directory in the way, ...
         report(os_error_line(exc))

@@ -20,8 +20,9 @@ from specs.config_files import (
     preset_names,
 )
 from specs.config_io import FieldProblem, config_kinds, from_dict, register_migration, to_dict
-from specs.errors import ConfigError, InputError, ShapeError
+from specs.errors import CheckpointError, ConfigError, InputError, ShapeError
 from specs.generation_config import GenerationConfig
+from specs.manifest import read_manifest, verify_manifest, write_manifest
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ParallelizableModel, Seq2SeqLM
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
@@ -35,6 +36,7 @@ __all__ = [
     "CacheLayout",
     "CacheStep",
     "CausalLM",
+    "CheckpointError",
     "ConfigError",
     "DataRef",
     "EncoderModel",
@@ -64,7 +66,10 @@ __all__ = [
     "load_config",
     "load_preset",
     "preset_names",
+    "read_manifest",
     "register_migration",
     "set_checks",
     "to_dict",
+    "verify_manifest",
+    "write_manifest",
 ]

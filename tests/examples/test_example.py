@@ -17,9 +17,11 @@ def test_example_runs_and_leaves_a_verified_checkpoint(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "identical logits" in done.stdout
-    assert "greedy continuation with the KV cache: ROMEO:" in done.stdout
+    assert "greedy continuation with the KV cache (noise: the weights are random): ROMEO:" in done.stdout
     ckpt = tmp_path / "gpt-shakespeare-char"
-    assert model.verify_manifest(ckpt) == []
+    assert model.verify_checkpoint(ckpt) == []
+    assert "randomly initialised (untrained)" in done.stdout
+    assert f"lmplanes checkpoint show {ckpt}" in done.stdout
     assert sorted(p.name for p in ckpt.iterdir()) == [
         "MANIFEST.json", "config.json", "model.safetensors", "modelcard.json"
     ]

@@ -23,11 +23,11 @@ import model.atomic as atomic
 import model.checkpoint as checkpoint
 import model.exchange as exchange_module
 import model.hf as hf
-from model import build, load_checkpoint, save_checkpoint, to_hf, verify_manifest
+from model import build, load_checkpoint, save_checkpoint, to_hf
 from model.atomic import RefusedTarget, atomic_directory, clean_stale_temporaries
 from model.exchange import exchange
-from model.manifest import write_manifest
-from specs import load_preset
+from specs import load_preset, verify_manifest
+from specs.manifest import write_manifest
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ import model.checkpoint as checkpoint
 from model import build, count_parameters
 from model.card_writer import make_card
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.manifest import CheckpointError, verify_manifest, write_manifest
 from specs import ModelCard, dump_config, load_config, load_preset, to_dict
+from specs.errors import CheckpointError
+from specs.manifest import verify_manifest, write_manifest
 
 MODEL_DIR = Path(checkpoint.__file__).parent
 SHARD = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
@@ -344,8 +345,9 @@ def test_all_problems_reported_before_any_tensor_is_read(sharded, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a tensor was read before the manifest was verified")
 
-    monkeypatch.setattr(checkpoint, "load_file", forbidden)
-    monkeypatch.setattr(checkpoint, "safe_open", forbidden)
+    import model.loading
+
+    monkeypatch.setattr(model.loading, "safe_open", forbidden)
     shards = sorted(sharded.glob("model-*.safetensors"))
     _flip(shards[0], shards[0].stat().st_size - 1)
     shards[1].unlink()
@@ -502,3 +504,42 @@ def test_checkpoint_permissions_follow_the_umask(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in path.iterdir()} == {0o644}
+
+
+# ------------------------------------------------------------------------------- every listed file is checked
+
+
+@pytest.mark.parametrize(
+    "victim", ["config.json", "modelcard.json", "model.safetensors.index.json", "model-00002-of-0000", "MANIFEST.json"]
+)
+def test_each_kind_of_file_is_covered_by_the_manifest(sharded, victim):
+    """Change one byte of any file (a value, not the JSON structure): loading refuses and names that file."""
+    path = next(p for p in sorted(sharded.iterdir()) if p.name.startswith(victim))
+    text = path.read_bytes()
+    if path.suffix == ".json":
+        # Same length and still valid JSON, so only the hash can tell: swap two digits in a value.
+        index = next(i for i, b in enumerate(text) if chr(b).isdigit() and chr(text[i + 1]).isdigit() and text[i] != text[i + 1])
+        changed = text[:index] + text[index + 1 : index + 2] + text[index : index + 1] + text[index + 2 :]
+        path.write_bytes(changed)
+    else:
+        _flip(path, len(text) - 3)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(sharded)
+    if victim == "MANIFEST.json":
+        assert "content_id" in str(info.value) or "does not match" in str(info.value)
+    else:
+        assert any(p.startswith(path.name) for p in info.value.problems), info.value.problems
+
+
+def test_verify_checkpoint_reports_shapes_without_reading_tensors(sharded, monkeypatch):
+    """A config edited to another width (and the manifest rewritten to match) passes the hashes but not the
+    shapes: verify_checkpoint says which tensors, from the headers alone."""
+    import model
+
+    config = json.loads((sharded / "config.json").read_text())
+    config["mlp"]["hidden"] = 128
+    (sharded / "config.json").write_text(json.dumps(config))
+    write_manifest(sharded)
+    problems = model.verify_checkpoint(sharded)
+    assert problems and all("mlp.w" in p and "expects" in p for p in problems), problems
+    assert model.verify_checkpoint(sharded.parent / "nothing-here") == [f"{sharded.parent / 'nothing-here'}: no such checkpoint directory"]

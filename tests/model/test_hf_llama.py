@@ -280,12 +280,15 @@ def test_missing_unexpected_and_misshapen_tensors_are_named(saved, tmp_path):
         tensors["model.layers.0.self_attn.extra.weight"] = torch.zeros(2)
         tensors["model.norm.weight"] = torch.ones(65)
 
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(specs.CheckpointError) as err:
         from_hf(_copy(saved, tmp_path / "x", tensors_edit=edit))
-    message = str(err.value)
-    assert "missing tensors: model.layers.1.mlp.up_proj.weight" in message
-    assert "unexpected tensors" in message and "model.layers.0.self_attn.extra.weight" in message
-    assert "model.norm.weight: checkpoint [65], model [64]" in message
+    assert sorted(err.value.problems) == [
+        "missing tensor 'model.layers.1.mlp.up_proj.weight' (shape [176, 64]): not in model.safetensors",
+        "model.safetensors: tensor 'model.norm.weight' has shape [65], the model built from config.json "
+        "(LlamaForCausalLM) expects [64]",
+        "model.safetensors: unexpected tensor 'model.layers.0.self_attn.extra.weight'; the model built from "
+        "config.json (LlamaForCausalLM) has none",
+    ]
 
 
 def test_pickled_checkpoint_is_refused(saved, tmp_path):

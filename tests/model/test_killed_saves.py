@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import build, load_checkpoint, save_checkpoint, verify_manifest
+from model import build, load_checkpoint, save_checkpoint
 from model.atomic import clean_stale_temporaries
-from specs import apply_overrides, load_preset
+from specs import apply_overrides, load_preset, verify_manifest
 
 CHILD = Path(__file__).with_name("save_loop_child.py")
 SHARD = 4 << 20  # a ~16 MB model in 4-5 shards plus an index: more files, more phases to land in

@@ -16,6 +16,10 @@ SURFACE = {
     "config new": {"--help", "-h", "--preset", "-o", "--output", "--format", "--set", "--force"},
     "config validate": {"--help", "-h"},
     "config show": {"--help", "-h", "--set", "--format"},
+    "checkpoint": {"--help", "-h"},
+    "checkpoint verify": {"--help", "-h"},
+    "checkpoint show": {"--help", "-h", "--json"},
+    "convert": {"--help", "-h", "--hf", "--checkpoint", "--out", "--to", "--dtype", "--overwrite"},
     "env": {"--help", "-h"},
 }
 
@@ -39,9 +43,12 @@ def test_every_leaf_command_has_a_runner() -> None:
         "config new": ["config", "new", "llama-tiny"],
         "config validate": ["config", "validate", "x.yaml"],
         "config show": ["config", "show", "x.yaml"],
+        "checkpoint verify": ["checkpoint", "verify", "ckpt"],
+        "checkpoint show": ["checkpoint", "show", "ckpt"],
+        "convert": ["convert", "--hf", "hf", "--out", "ckpt"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 

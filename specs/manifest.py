@@ -7,6 +7,9 @@ model cards name parent checkpoints by it.
 
 :func:`verify_manifest` re-hashes every file and returns one problem per line, each naming the file at fault;
 loaders raise :class:`CheckpointError` with all of them.
+
+File-level and torch-free, so that ``governance`` (which must not import ``model``) reads and checks manifests
+with the same code that ``model`` writes them with.
 """
 
 from __future__ import annotations
@@ -14,32 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from specs.config_files import atomic_write_text
+from specs.errors import CheckpointError
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "lmplanes-manifest"
 MANIFEST_VERSION = 1
 _CHUNK = 1 << 20  # 1 MiB
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is incomplete, corrupted or does not match its config.
-
-    ``problems`` holds one line per problem, each naming the file (or tensor) at fault.
-    """
-
-    def __init__(self, problems: Iterable[str] | str, source: str | os.PathLike[str] | None = None) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = None if source is None else str(source)
-        head = f"invalid checkpoint{f' {self.source}' if self.source else ''}"
-        if len(self.problems) == 1:
-            super().__init__(f"{head}: {self.problems[0]}")
-        else:
-            super().__init__(f"{head} ({len(self.problems)} problems):\n  " + "\n  ".join(self.problems))
 
 
 def hash_file(path: str | os.PathLike[str]) -> tuple[int, str]:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.manifest import (
+from specs.manifest import (
     MANIFEST_NAME,
     CheckpointError,
     content_id,

@@ -1,0 +1,130 @@
+"""One way to put stored weights into a model: check everything first, then read.
+
+Our checkpoints and Hugging Face imports differ only in how tensors are named on disk, so both go through
+:func:`check_stored` / :func:`load_weights` with a *name map* (our state-dict name -> stored name). The
+model is built on the meta device, the safetensors headers are read and compared with it (names, shapes,
+index consistency) and every problem is reported at once as a :class:`specs.CheckpointError`, before a single
+tensor is read; then the tensors are loaded straight onto the target device with ``assign=True`` and tied
+weights are re-tied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from model.weight_files import INDEX_NAME, weight_files
+from specs.errors import CheckpointError
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTensor:
+    file: str
+    shape: tuple[int, ...]
+
+
+def stored_tensors(root: Path) -> tuple[dict[str, StoredTensor], list[str]]:
+    """Every tensor the weight files of ``root`` hold (from their headers only), and the problems found on the
+    way: unreadable files, tensors stored twice, a shard index that disagrees with its shards."""
+    stored: dict[str, StoredTensor] = {}
+    problems: list[str] = []
+    for file, indexed in weight_files(root).items():
+        try:
+            with safe_open(str(root / file), framework="pt", device="cpu") as fh:
+                shapes = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            problems.append(f"{file}: not a readable safetensors file ({exc})")
+            continue
+        if indexed is not None:
+            problems += [f"{file}: lacks tensor {n!r}, which {INDEX_NAME} places in it" for n in sorted(set(indexed) - set(shapes))]
+            problems += [f"{file}: holds tensor {n!r}, which {INDEX_NAME} does not place in it" for n in sorted(set(shapes) - set(indexed))]
+        for name, shape in shapes.items():
+            if name in stored:
+                problems.append(f"{file}: tensor {name!r} is also stored in {stored[name].file}")
+            else:
+                stored[name] = StoredTensor(file, shape)
+    return stored, problems
+
+
+def check_stored(
+    model: nn.Module,
+    root: Path,
+    names: Mapping[str, str],
+    *,
+    ignored: Callable[[str], bool] = lambda name: False,
+    described_by: str = "config.json",
+) -> dict[str, StoredTensor]:
+    """Compare the stored tensors with ``model`` (on any device, meta included) through ``names``; raise a
+    :class:`CheckpointError` listing every problem, or return what is stored."""
+    stored, problems = stored_tensors(root)
+    files = sorted({t.file for t in stored.values()})
+    searched = files[0] if len(files) == 1 else f"any of the {len(files)} weight files"
+    wanted = {ours: tuple(t.shape) for ours, t in model.state_dict(keep_vars=True).items()}
+    unmapped = sorted(set(wanted) - set(names))
+    if unmapped:  # an assembler/name-table mismatch, not a damaged file; still reported, never guessed
+        problems.append(f"no stored name is known for our tensors: {', '.join(unmapped)}")
+    readable = not any("not a readable safetensors file" in p for p in problems)
+    for ours, name in names.items():
+        if name in stored and stored[name].shape != wanted[ours]:
+            problems.append(
+                f"{stored[name].file}: tensor {name!r} has shape {list(stored[name].shape)}, the model built from "
+                f"{described_by} expects {list(wanted[ours])}"
+            )
+        elif name not in stored and readable:  # an unreadable file's tensors are not known to be missing
+            problems.append(f"missing tensor {name!r} (shape {list(wanted[ours])}): not in {searched}")
+    mapped = set(names.values())
+    for name in sorted(set(stored) - mapped):
+        if ignored(name):
+            continue
+        why = f"the config ties it to {names[name]!r}" if name in names else f"the model built from {described_by} has none"
+        problems.append(f"{stored[name].file}: unexpected tensor {name!r}; {why}")
+    if problems:
+        raise CheckpointError(sorted(dict.fromkeys(problems), key=problems.index), root)
+    return stored
+
+
+def load_weights(
+    model: nn.Module,
+    root: Path,
+    names: Mapping[str, str],
+    *,
+    ignored: Callable[[str], bool] = lambda name: False,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    described_by: str = "config.json",
+) -> None:
+    """Fill ``model`` (built on the meta device; it must have ``tie_weights()``) with the tensors stored under
+    ``root``, after :func:`check_stored`. Floating tensors are cast to ``dtype`` when given."""
+    stored = check_stored(model, root, names, ignored=ignored, described_by=described_by)
+    loaded: dict[str, torch.Tensor] = {}
+    with _open(root, {stored[name].file for name in names.values()}) as handles:
+        for name in dict.fromkeys(names.values()):
+            try:
+                tensor = handles[stored[name].file].get_tensor(name)
+            except (SafetensorError, OSError, RuntimeError) as exc:
+                raise CheckpointError(f"{stored[name].file}: could not read tensor {name!r} ({exc})", root) from None
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            loaded[name] = tensor.to(device)
+    model.load_state_dict({ours: loaded[name] for ours, name in names.items()}, strict=True, assign=True)
+    model.tie_weights()  # type: ignore[operator]  # assign=True gave each alias its own Parameter
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError([f"{n}: not restored (still on the meta device)" for n in left], root)
+
+
+@contextlib.contextmanager
+def _open(root: Path, files: set[str]) -> Iterator[dict[str, Any]]:
+    with contextlib.ExitStack() as stack:
+        try:
+            handles = {file: stack.enter_context(safe_open(str(root / file), framework="pt")) for file in files}
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"could not open the weight files ({exc})", root) from None
+        yield handles
