@@ -123,6 +123,7 @@ def _publish(staging: Path, check: _Inspection) -> None:
     while True:
         state, old_fd = check.locked()
         if state == "checkpoint":
+            assert old_fd is not None  # a checkpoint is a directory, and a directory is returned locked
             break
         try:
             os.rename(staging, final)  # replaces a missing or empty directory atomically, and nothing else

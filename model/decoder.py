@@ -129,7 +129,7 @@ class DecoderLM(nn.Module):
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 writes_residual = name.endswith((".wo", ".w2", ".proj"))
                 init_normal_(module.weight, residual_std(std, self.config.n_layers) if writes_residual else std)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, (RMSNorm, nn.LayerNorm)):
                 module.reset_parameters()  # unit scale, zero bias

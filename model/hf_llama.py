@@ -39,7 +39,7 @@ _DERIVED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")  #
 
 ROPE_TYPES = ("default", "linear")
 # LlamaConfig's defaults, for keys a config.json may leave out.
-_DEFAULTS = {
+_DEFAULTS: dict[str, Any] = {
     "max_position_embeddings": 2048,
     "rms_norm_eps": 1e-6,
     "hidden_act": "silu",
@@ -66,7 +66,11 @@ class LlamaFamily:
         missing = [key for key in _REQUIRED if hf.get(key) is None]
         if missing:
             raise ValueError(f"Llama config.json lacks required keys: {', '.join(missing)}")
-        get = {**_DEFAULTS, **{k: v for k, v in hf.items() if v is not None}}.get
+        values: dict[str, Any] = {**_DEFAULTS, **{k: v for k, v in hf.items() if v is not None}}
+
+        def get(key: str, default: Any = None) -> Any:
+            return values.get(key, default)
+
         problems = []
         if get("hidden_act") != "silu":
             problems.append(f"hidden_act {get('hidden_act')!r} is not supported (Llama SwiGLU needs 'silu')")
@@ -90,7 +94,7 @@ class LlamaFamily:
         }
         if head_dim is not None and (d_model % n_heads or head_dim != d_model // n_heads):
             attention["head_dim"] = head_dim
-        rope = {"theta": float(theta)}
+        rope: dict[str, Any] = {"theta": float(theta)}
         if rope_type == "linear":
             rope.update(scaling="linear", factor=float(factor))
         data = {
@@ -127,7 +131,7 @@ class LlamaFamily:
         problems = []
         if cfg.architecture != "decoder":
             problems.append(f"architecture is {cfg.architecture!r}; Llama is a decoder")
-        if cfg.positions != "rope":
+        if cfg.positions != "rope" or cfg.rope is None:
             problems.append(f"positions is {cfg.positions!r}; Llama uses 'rope'")
         elif cfg.rope.scaling not in ("none", "linear"):
             problems.append(f"rope.scaling is {cfg.rope.scaling!r}; Llama expresses only 'none' and 'linear'")
@@ -148,11 +152,15 @@ class LlamaFamily:
         return problems
 
     def hf_config(self, cfg: ModelConfig, *, dtype: str) -> dict[str, Any]:
-        """``config.json`` for ``LlamaForCausalLM``, readable by transformers 4.x and 5.x."""
-        linear = cfg.rope.scaling == "linear"
-        rope_parameters = {"rope_type": "linear" if linear else "default", "rope_theta": cfg.rope.theta}
+        """``config.json`` for ``LlamaForCausalLM``, readable by transformers 4.x and 5.x (``cfg`` has passed
+        :meth:`export_problems`)."""
+        rope = cfg.rope
+        if rope is None:
+            raise ValueError("a Llama config needs RoPE (check export_problems first)")
+        linear = rope.scaling == "linear"
+        rope_parameters: dict[str, Any] = {"rope_type": "linear" if linear else "default", "rope_theta": rope.theta}
         if linear:
-            rope_parameters["factor"] = cfg.rope.factor
+            rope_parameters["factor"] = rope.factor
         return {
             "architectures": [self.architecture],
             "model_type": self.model_type,
@@ -174,8 +182,8 @@ class LlamaFamily:
             "pretraining_tp": 1,
             # 4.x reads rope_theta + rope_scaling; 5.x reads rope_parameters (and lets rope_scaling override it,
             # which is consistent here).
-            "rope_theta": cfg.rope.theta,
-            "rope_scaling": {"rope_type": "linear", "factor": cfg.rope.factor} if linear else None,
+            "rope_theta": rope.theta,
+            "rope_scaling": {"rope_type": "linear", "factor": rope.factor} if linear else None,
             "rope_parameters": rope_parameters,
             "bos_token_id": None,
             "eos_token_id": None,
@@ -200,7 +208,7 @@ class LlamaFamily:
         return None
 
 
-def _read_rope(hf: dict[str, Any]) -> tuple[str, float, float]:
+def _read_rope(hf: dict[str, Any]) -> tuple[Any, float, float]:
     """``(rope_type, theta, factor)`` from either dialect. As in transformers 5.x, a ``rope_scaling`` mapping
     takes precedence over ``rope_parameters``, and a ``rope_theta`` inside the mapping over the top-level one."""
     params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
@@ -211,4 +219,4 @@ def _read_rope(hf: dict[str, Any]) -> tuple[str, float, float]:
     factor = params.get("factor", 1.0)
     if rope_type == "linear" and "factor" not in params:
         raise ValueError("linear RoPE scaling needs a 'factor'")
-    return rope_type, theta or _DEFAULTS["rope_theta"], factor
+    return rope_type, float(theta or _DEFAULTS["rope_theta"]), float(factor)
