@@ -17,6 +17,7 @@ from specs.config_files import (
     dumps_config,
     load_config,
     load_preset,
+    preset_kinds,
     preset_names,
 )
 from specs.config_io import FieldProblem, config_kinds, from_dict, register_migration, to_dict
@@ -26,6 +27,7 @@ from specs.manifest import read_manifest, verify_manifest, write_manifest
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ParallelizableModel, Seq2SeqLM
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
+from specs.train_config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 
 __all__ = [
     "IGNORE_INDEX",
@@ -38,6 +40,7 @@ __all__ = [
     "CausalLM",
     "CheckpointError",
     "ConfigError",
+    "DataConfig",
     "DataRef",
     "EncoderModel",
     "FieldProblem",
@@ -51,12 +54,15 @@ __all__ = [
     "ModelCard",
     "MemoryKV",
     "ModelConfig",
+    "OptimizerConfig",
     "ParallelizableModel",
     "RecurrentState",
     "RoPEConfig",
+    "ScheduleConfig",
     "Seq2SeqLM",
     "ShapeError",
     "TensorSpec",
+    "TrainConfig",
     "apply_overrides",
     "checks_enabled",
     "config_kinds",
@@ -65,6 +71,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_preset",
+    "preset_kinds",
     "preset_names",
     "read_manifest",
     "register_migration",

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+import typing
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from specs.config_io import from_dict, to_dict
+from specs.config_io import config_kinds, from_dict, to_dict
 from specs.errors import ConfigError
 
 C = TypeVar("C")
@@ -33,7 +34,8 @@ _YamlLoader.add_implicit_resolver(
 
 
 def load_config(name_or_path: str | os.PathLike[str], *, kind: str | None = None) -> Any:
-    """Load a config from a ``.json``/``.yaml`` path or a preset name (``specs/presets/NAME.yaml``)."""
+    """Load a config from a ``.json``/``.yaml`` path or a preset name (``specs/presets/KIND/NAME.yaml``; without
+    ``kind``, a model preset when there is one of that name)."""
     path = Path(name_or_path)
     looks_like_a_path = path.suffix in (".json", ".yaml", ".yml") or len(path.parts) > 1 or path.is_file()
     if not looks_like_a_path:
@@ -46,24 +48,61 @@ def load_config(name_or_path: str | os.PathLike[str], *, kind: str | None = None
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")], str(path)) from None
-    return from_dict(_parse(text, path.suffix, str(path)), kind=kind, source=str(path))
+    data = _resolve_references(_parse(text, path.suffix, str(path)), kind, path.parent, str(path))
+    return from_dict(data, kind=kind, source=str(path))
 
 
 def load_preset(name: str, *, kind: str | None = None) -> Any:
-    """Load a named preset; an unknown name lists the close matches but never resolves to one."""
-    names = preset_names()
-    if name not in names:
+    """Load a named preset of ``kind`` (default: the model preset of that name, else the one kind that has it);
+    an unknown name lists the close matches but never resolves to one."""
+    kinds = [kind] if kind is not None else sorted(preset_kinds(), key=lambda k: (k != "model", k))
+    found = [k for k in kinds if name in preset_names(k)]
+    if not found:
+        elsewhere = [k for k in preset_kinds() if name in preset_names(k)]
+        if elsewhere:
+            raise ConfigError([("", f"{name!r} is a {' and a '.join(elsewhere)} preset, not a {kind} preset")])
+        names = sorted({n for k in kinds for n in preset_names(k)})
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"available: {', '.join(names)}"
-        raise ConfigError([("", f"unknown preset {name!r} (and no such file); {hint}")])
-    text = resources.files("specs.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-    return from_dict(_parse(text, ".yaml", f"preset {name}"), kind=kind, source=f"preset {name}")
+        what = f"{kind} preset" if kind is not None else "preset"
+        raise ConfigError([("", f"unknown {what} {name!r} (and no such file); {hint}")])
+    source = f"preset {name}" if found[0] == "model" else f"{found[0]} preset {name}"
+    text = resources.files("specs.presets").joinpath(found[0], f"{name}.yaml").read_text(encoding="utf-8")
+    data = _resolve_references(_parse(text, ".yaml", source), found[0], None, source)
+    return from_dict(data, kind=found[0], source=source)
 
 
-def preset_names() -> list[str]:
-    """Names of the presets shipped in ``specs/presets``."""
-    root = resources.files("specs.presets")
-    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+def preset_kinds() -> list[str]:
+    """The config kinds that have presets (a folder of ``specs/presets`` each)."""
+    return sorted(p.name for p in resources.files("specs.presets").iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def preset_names(kind: str = "model") -> list[str]:
+    """Names of the presets of ``kind`` shipped in ``specs/presets/KIND``."""
+    folder = resources.files("specs.presets").joinpath(kind)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve_references(data: Any, kind: str | None, base: Path | None, source: str) -> Any:
+    """A field whose type is another config kind may name it (a preset, or a file relative to ``base``) instead
+    of spelling it out; replace each such name with the config it names, so what gets validated is complete."""
+    kind = kind or (data.get("kind") if isinstance(data, dict) else None)
+    if not isinstance(data, dict) or kind not in config_kinds():
+        return data
+    data = dict(data)
+    for field_name, field_type in typing.get_type_hints(config_kinds()[kind]).items():
+        nested_kind = getattr(field_type, "KIND", None)
+        value = data.get(field_name)
+        if nested_kind is None or not isinstance(value, str):
+            continue
+        target = base / value if base is not None and Path(value).suffix in (".json", ".yaml", ".yml") else value
+        try:
+            data[field_name] = to_dict(load_config(target, kind=nested_kind))
+        except ConfigError as exc:
+            raise ConfigError([(f"{field_name}{'.' + p if p else ''}", r) for p, r in exc.problems], source) from None
+    return data
 
 
 def _parse(text: str, suffix: str, source: str) -> Any:

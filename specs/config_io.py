@@ -89,14 +89,24 @@ def config_kinds() -> dict[str, Any]:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Serialise a registered config to plain data: ``kind``, ``version``, then the fields."""
+    """Serialise a registered config to plain data: ``kind``, ``version``, then the fields. A nested config of
+    another registered kind (a train config's model) keeps its own ``kind`` and ``version``, so it migrates on
+    its own when its schema moves on."""
     cls = type(cfg)
     if cls not in _KINDS.values():
         raise TypeError(f"{cls.__qualname__} is not a registered config kind")
-    return {"kind": cls.KIND, "version": cls.VERSION, **_plain(dataclasses.asdict(cfg))}
+    return {"kind": cls.KIND, "version": cls.VERSION, **_fields(cfg)}
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 
 def _plain(value: Any) -> Any:
+    if type(value) in _KINDS.values():
+        return to_dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -106,6 +116,27 @@ def _plain(value: Any) -> Any:
 
 def from_dict(data: dict[str, Any], *, kind: str | None = None, source: str | None = None) -> Any:
     """Migrate and validate a serialised config; ``kind`` (if given) must match the data's."""
+    cls, fields = _migrated(data, kind, source)
+    return _validate(cls, fields, source)
+
+
+def _migrated(data: Any, kind: str | None, source: str | None, where: str = "") -> tuple[Any, dict[str, Any]]:
+    """The config class and its fields at the current version (nested configs of other kinds included)."""
+    try:
+        cls, fields = _migrated_here(data, kind, source)
+    except ConfigError as exc:
+        if not where:
+            raise
+        raise ConfigError([(f"{where}.{p}" if p else where, r) for p, r in exc.problems], source) from None
+    for name, field_type in typing.get_type_hints(cls).items():
+        nested = getattr(field_type, "KIND", None)
+        if nested is not None and isinstance(fields.get(name), dict):
+            path = f"{where}.{name}" if where else name
+            fields[name] = _migrated(fields[name], nested, source, path)[1]
+    return cls, fields
+
+
+def _migrated_here(data: Any, kind: str | None, source: str | None) -> tuple[Any, dict[str, Any]]:
     if not isinstance(data, dict):
         raise ConfigError([("", f"expected a mapping, got {type(data).__name__}")], source)
     data = dict(data)
@@ -137,7 +168,7 @@ def from_dict(data: dict[str, Any], *, kind: str | None = None, source: str | No
             data = migrate(data)
         except FieldProblem as exc:
             raise ConfigError([(exc.field, exc.reason)], source) from None
-    return _validate(cls, data, source)
+    return cls, data
 
 
 _STRICT = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)

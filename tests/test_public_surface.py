@@ -37,13 +37,22 @@ def current_surface() -> dict:
             name: {f.name: _plain(getattr(kernel.capabilities(name), f.name)) for f in dataclasses.fields(specs.KernelCaps)}
             for name in kernel.available()
         },
-        "presets": specs.preset_names(),
+        "presets": {kind: specs.preset_names(kind) for kind in specs.preset_kinds()},
         "config_schemas": {
             kind: {"version": cls.VERSION, "fields": _schema(cls)} for kind, cls in sorted(specs.config_kinds().items())
         },
         "nested_schemas": {
             cls.__name__: _schema(cls)
-            for cls in (specs.AttentionConfig, specs.RoPEConfig, specs.MLPConfig, specs.DataRef, specs.FileRef)
+            for cls in (
+                specs.AttentionConfig,
+                specs.RoPEConfig,
+                specs.MLPConfig,
+                specs.DataRef,
+                specs.FileRef,
+                specs.DataConfig,
+                specs.OptimizerConfig,
+                specs.ScheduleConfig,
+            )
         },
     }
 

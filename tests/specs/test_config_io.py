@@ -341,7 +341,7 @@ def test_unknown_preset_far_from_everything_lists_all():
 
 
 def test_preset_with_wrong_kind():
-    with pytest.raises(ConfigError, match="expected a 'generation' config, got 'model'"):
+    with pytest.raises(ConfigError, match="'llama-tiny' is a model preset, not a generation preset"):
         load_config("llama-tiny", kind="generation")
 
 

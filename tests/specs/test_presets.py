@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from specs import ModelConfig, dumps_config, from_dict, load_config, load_preset, preset_names, to_dict
+from specs import ModelConfig, dumps_config, from_dict, load_config, load_preset, preset_kinds, preset_names, to_dict
 
 
 def test_expected_presets_are_shipped():
@@ -93,3 +93,11 @@ def test_llama_tiny_is_small_gqa():
 def test_preset_loads_are_independent():
     a, b = load_preset("llama-tiny"), load_preset("llama-tiny")
     assert a == b
+
+
+@pytest.mark.parametrize("kind", [k for k in preset_kinds() if k != "model"])
+def test_presets_of_other_kinds_load_and_round_trip(kind):
+    for name in preset_names(kind):
+        cfg = load_preset(name, kind=kind)
+        assert cfg.KIND == kind and cfg.name == name
+        assert from_dict(to_dict(cfg)) == cfg
