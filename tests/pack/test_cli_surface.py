@@ -16,6 +16,12 @@ SURFACE = {
     "config new": {"--help", "-h", "--preset", "-o", "--output", "--format", "--set", "--force"},
     "config validate": {"--help", "-h"},
     "config show": {"--help", "-h", "--set", "--format"},
+    "data": {"--help", "-h"},
+    "data build": {
+        "--help", "-h", "--input", "--outdir", "--tokenizer", "--shard-size-tokens", "--dedup", "--redact-pii",
+        "--val-fraction", "--split-by", "--seed", "--doc-sep", "--license", "--dtype", "--overwrite",
+    },
+    "data verify": {"--help", "-h"},
     "env": {"--help", "-h"},
 }
 
@@ -39,9 +45,11 @@ def test_every_leaf_command_has_a_runner() -> None:
         "config new": ["config", "new", "llama-tiny"],
         "config validate": ["config", "validate", "x.yaml"],
         "config show": ["config", "show", "x.yaml"],
+        "data build": ["data", "build", "--input", "a.txt", "--outdir", "out", "--tokenizer", "char"],
+        "data verify": ["data", "verify", "out"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "data"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 
