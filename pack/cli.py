@@ -1,6 +1,6 @@
 """``lmplanes``: parse the command line and dispatch to one subcommand module.
 
-Each subcommand module (:mod:`pack.config_cmd`, :mod:`pack.env_cmd`) has ``register(subparsers)``, which adds
+Each subcommand module (:mod:`pack.config_cmd`, :mod:`pack.data_cmd`, :mod:`pack.env_cmd`) has ``register(subparsers)``, which adds
 its parser and sets ``run`` (a function ``(args) -> exit status``) as a default. This module only builds the
 parser, calls ``run`` and turns user mistakes into one ``lmplanes: error: ...`` line.
 """
@@ -11,12 +11,12 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pack import checkpoint_cmd, config_cmd, convert_cmd, env_cmd
+from pack import checkpoint_cmd, config_cmd, convert_cmd, data_cmd, env_cmd
 from pack.errors import EXIT_FAILED, EXIT_USAGE, PROG, CommandError, UsageError, problem_lines, report
 from specs import CheckpointError, ConfigError
 
 # Subcommand modules, in the order ``lmplanes --help`` lists them. A subcommand arrives with its plane.
-COMMANDS = (config_cmd, checkpoint_cmd, convert_cmd, env_cmd)
+COMMANDS = (config_cmd, data_cmd, checkpoint_cmd, convert_cmd, env_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

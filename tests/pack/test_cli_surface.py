@@ -20,6 +20,12 @@ SURFACE = {
     "checkpoint verify": {"--help", "-h"},
     "checkpoint show": {"--help", "-h", "--json"},
     "convert": {"--help", "-h", "--hf", "--checkpoint", "--out", "--to", "--dtype", "--overwrite"},
+    "data": {"--help", "-h"},
+    "data build": {
+        "--help", "-h", "--input", "--outdir", "--tokenizer", "--shard-size-tokens", "--dedup", "--redact-pii",
+        "--val-fraction", "--split-by", "--seed", "--doc-sep", "--license", "--dtype", "--overwrite",
+    },
+    "data verify": {"--help", "-h"},
     "env": {"--help", "-h"},
 }
 
@@ -46,9 +52,11 @@ def test_every_leaf_command_has_a_runner() -> None:
         "checkpoint verify": ["checkpoint", "verify", "ckpt"],
         "checkpoint show": ["checkpoint", "show", "ckpt"],
         "convert": ["convert", "--hf", "hf", "--out", "ckpt"],
+        "data build": ["data", "build", "--input", "a.txt", "--outdir", "out", "--tokenizer", "char"],
+        "data verify": ["data", "verify", "out"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 
