@@ -22,7 +22,7 @@ def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
     flat = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
     with open(path, "wb") as fh:
         flat.tofile(fh)
-    digest = hashlib.sha256(memoryview(flat).cast("B")).hexdigest()
+    digest = hashlib.sha256(flat.data.cast("B")).hexdigest()  # contiguous above, so its buffer is the bytes
     return {"path": path.name, "bytes": flat.nbytes, "sha256": digest, "dtype": array.dtype.name}
 
 

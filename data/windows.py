@@ -29,18 +29,20 @@ class RandomWindows(BatchStream):
     ) -> None:
         super().__init__(shards, seq_len=seq_len, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size)
         self._num_starts = len(shards) - seq_len  # a window of seq_len + 1 tokens fits at offsets [0, N - seq_len)
+        self._bits: np.random.PCG64 | None = None  # the generator's state, which can jump ahead
         self._generator: np.random.Generator | None = None
         self._drawn = 0  # draws taken from the generator so far
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_generator": None, "_drawn": 0}
+        return {**self.__dict__, "_bits": None, "_generator": None, "_drawn": 0}
 
     def _seek(self, draw: int) -> np.random.Generator:
         """The generator positioned at draw number ``draw`` of this rank's stream."""
-        if self._generator is None or draw < self._drawn:
-            self._generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.rank])))
+        if self._bits is None or self._generator is None or draw < self._drawn:
+            self._bits = np.random.PCG64(np.random.SeedSequence([self.seed, self.rank]))
+            self._generator = np.random.Generator(self._bits)
             self._drawn = 0
-        self._generator.bit_generator.advance(draw - self._drawn)
+        self._bits.advance(draw - self._drawn)
         self._drawn = draw
         return self._generator
 

@@ -1,23 +1,23 @@
 """Model assemblers (decoder-only LM), checkpoint I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`apply_activation_checkpointing`.
+:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, and :data:`STORE` (them, for the application planes).
 """
 
-from model.activation_checkpointing import apply_activation_checkpointing
 from model.build import build, count_parameters
 from model.card_writer import make_card
 from model.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from model.cpu_inference import enable_onednn_linears
 from model.decoder import DecoderLM
 from model.hf import from_hf, to_hf
+from model.store import STORE
 from model.temporaries import clean_stale_temporaries
 from specs.errors import CheckpointError
 
 __all__ = [
+    "STORE",
     "CheckpointError",
     "DecoderLM",
-    "apply_activation_checkpointing",
     "build",
     "clean_stale_temporaries",
     "count_parameters",

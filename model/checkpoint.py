@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -55,11 +57,16 @@ def save_checkpoint(
     *,
     max_shard_bytes: int | None = None,
     overwrite: bool = False,
+    card_fields: Mapping[str, Any] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``model`` as a checkpoint directory at ``path`` and return that path.
 
-    ``card`` (default: :func:`make_card` of the model) is written with its ``files`` replaced by the weight
-    files and ``config.json``. ``max_shard_bytes`` splits the weights greedily, in state-dict order, into
+    ``card`` (default: :func:`make_card` of the model, with ``card_fields`` such as ``training_data``,
+    ``metrics`` or ``tokenizer``) is written with its ``files`` replaced by the weight files and
+    ``config.json``. ``extra`` is called with the directory being written, after the weights and before the
+    manifest, to add files of its own (a trainer's ``train_state/``, a tokenizer): they are covered by the
+    manifest and published atomically with the rest. ``max_shard_bytes`` splits the weights greedily, in state-dict order, into
     Hugging Face style shards when they do not fit one file (a tensor larger than the limit gets a shard of
     its own).
 
@@ -78,14 +85,21 @@ def save_checkpoint(
         raise ValueError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}")
     if card is not None and card.config != to_dict(cfg):
         raise ValueError("card.config does not describe model.config; build the card from this model (make_card)")
+    if card is not None and card_fields:
+        raise ValueError("pass either a card or card_fields to build one, not both")
     tensors = _tensors_to_save(model, cfg)
     final = Path(path)
     with atomic_directory(path, overwrite=overwrite) as staging:  # path as given: errors name it as the user wrote it
         dump_config(cfg, staging / CONFIG_NAME)
         weight_files = _write_weights(staging, tensors, max_shard_bytes)
         refs = file_refs(staging, [*weight_files, CONFIG_NAME])
-        card = dataclasses.replace(card, files=tuple(refs)) if card is not None else make_card(model, refs)
+        if card is not None:
+            card = dataclasses.replace(card, files=tuple(refs))
+        else:
+            card = make_card(model, refs, **dict(card_fields or {}))
         atomic_write_text(staging / CARD_NAME, dumps_config(card, "json"))
+        if extra is not None:
+            extra(staging)
         write_manifest(staging, known={ref.path: (ref.size, ref.sha256) for ref in refs})
     return final
 

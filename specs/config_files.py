@@ -67,7 +67,7 @@ def load_preset(name: str, *, kind: str | None = None) -> Any:
         what = f"{kind} preset" if kind is not None else "preset"
         raise ConfigError([("", f"unknown {what} {name!r} (and no such file); {hint}")])
     source = f"preset {name}" if found[0] == "model" else f"{found[0]} preset {name}"
-    text = resources.files("specs.presets").joinpath(found[0], f"{name}.yaml").read_text(encoding="utf-8")
+    text = resources.files("specs.presets").joinpath(found[0]).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     data = _resolve_references(_parse(text, ".yaml", source), found[0], None, source)
     return from_dict(data, kind=found[0], source=source)
 

@@ -6,8 +6,11 @@ config is the caller's job (``pack``/``examples``) or a factory registered by na
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, overload, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -125,6 +128,35 @@ class Seq2SeqLM(Protocol):
     def new_cache(
         self, batch: int, max_len: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> KVCache: ...
+
+
+@runtime_checkable
+class ModelStore(Protocol):
+    """How application planes build, save and load models without importing the compute spine: the ``model``
+    plane provides one (``model.STORE``) and a composition root (``pack``, ``examples``) hands it over.
+
+    ``save`` writes a checkpoint directory (DESIGN.md section 4): ``card_fields`` go into its model card,
+    ``extra(dir)`` adds files (``train_state/``, a tokenizer) before the manifest is written; ``verify`` returns
+    one line per problem, empty when the checkpoint is intact.
+    """
+
+    def build(self, cfg: ModelConfig, *, device: torch.device | str = "cpu") -> torch.nn.Module: ...
+
+    def save(
+        self,
+        model: torch.nn.Module,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        card_fields: Mapping[str, Any] | None = None,
+        extra: Callable[[Path], None] | None = None,
+    ) -> Path: ...
+
+    def load(
+        self, path: str | os.PathLike[str], *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    ) -> torch.nn.Module: ...
+
+    def verify(self, path: str | os.PathLike[str]) -> list[str]: ...
 
 
 @runtime_checkable

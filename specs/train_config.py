@@ -126,9 +126,5 @@ class TrainConfig:
             raise FieldProblem(
                 "data.seq_len", f"({self.data.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})"
             )
-        if self.schedule.warmup_steps >= self.max_steps:
-            raise FieldProblem(
-                "schedule.warmup_steps", f"({self.schedule.warmup_steps}) must be below max_steps ({self.max_steps})"
-            )
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise FieldProblem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")

@@ -26,6 +26,7 @@ SURFACE = {
         "--val-fraction", "--split-by", "--seed", "--doc-sep", "--license", "--dtype", "--overwrite",
     },
     "data verify": {"--help", "-h"},
+    "train": {"--help", "-h", "--out", "--resume", "--set", "--quiet"},
     "env": {"--help", "-h"},
 }
 
@@ -54,6 +55,7 @@ def test_every_leaf_command_has_a_runner() -> None:
         "convert": ["convert", "--hf", "hf", "--out", "ckpt"],
         "data build": ["data", "build", "--input", "a.txt", "--outdir", "out", "--tokenizer", "char"],
         "data verify": ["data", "verify", "out"],
+        "train": ["train", "gpt-shakespeare-char", "--out", "run"],
         "env": ["env"],
     }
     assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data"}

@@ -77,7 +77,6 @@ def test_problems_inside_the_nested_model_name_their_path(tmp_path):
     [
         ("data.seq_len=65", "data.seq_len", "exceeds model.max_seq_len (64)"),
         ("schedule.warmup_steps=2000", "schedule.decay_steps", "(2000) must exceed warmup_steps (2000)"),
-        ("max_steps=100", "schedule.warmup_steps", "(100) must be below max_steps (100)"),
         ("grad_clip=0", "grad_clip", "must be > 0"),
         ("keep_last=0", "keep_last", "must be >= 1"),
         ("optimizer.betas=[0.9, 1.0]", "optimizer.betas", "must be two numbers in [0, 1)"),

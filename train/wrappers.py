@@ -1,8 +1,9 @@
-"""Activation (gradient) checkpointing applied from outside the model.
+"""Changes applied to a model from outside, the torchtitan way: the model's own code stays single-device and
+free of training concerns, and parameter names (so checkpoints) do not change.
 
-Each unit the model declares (``fsdp_units()``: its transformer layers) keeps only its input during the
-forward and recomputes its activations during the backward. The units' ``forward`` is wrapped in place, so
-parameter names and checkpoints are unchanged and the model's own code stays free of training concerns.
+* activation checkpointing: each unit the model declares (``fsdp_units()``: its transformer layers) keeps
+  only its input during the forward and recomputes its activations during the backward;
+* ``torch.compile`` of the whole model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 
 def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
-    """Checkpoint every unit in ``model.fsdp_units()``; returns ``model`` for chaining."""
+    """Checkpoint every unit in ``model.fsdp_units()`` (see :class:`specs.ParallelizableModel`); returns ``model``."""
     units = getattr(model, "fsdp_units", None)
     if not callable(units):
         raise TypeError(f"{type(model).__name__} declares no fsdp_units(); nothing to checkpoint (specs.ParallelizableModel)")
@@ -33,3 +34,10 @@ def _checkpointed(forward: Callable[..., torch.Tensor], *args: Any, **kwargs: An
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)  # nothing to save for a backward: run plainly
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """``torch.compile`` of the model's forward, in place (``nn.Module.compile``): the module, its parameter
+    names and its checkpoints stay the same object and names."""
+    model.compile()
+    return model

@@ -1,4 +1,4 @@
-"""apply_activation_checkpointing: applied from outside, invisible in names and numerics.
+"""train.wrappers: activation checkpointing and compile, applied from outside, invisible in names and numerics.
 
 Tolerance for gradients: the checkpointed backward recomputes each layer's forward with the same inputs,
 weights and (restored) RNG state, so the recomputed activations are bitwise those of the first forward on
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import model
-import model.activation_checkpointing as ac
 import specs
+import train.wrappers as ac
 
 ATOL = 1e-6  # see the module docstring
 
@@ -36,7 +36,7 @@ def _pair(variant: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     preset, overrides = VARIANTS[variant]
     torch.manual_seed(0)
     plain = model.build(specs.apply_overrides(specs.load_preset(preset), overrides))
-    wrapped = model.apply_activation_checkpointing(copy.deepcopy(plain))
+    wrapped = ac.apply_activation_checkpointing(copy.deepcopy(plain))
     return plain, wrapped
 
 
@@ -63,7 +63,7 @@ class _CountCheckpoint:
 def test_returns_the_model_and_keeps_state_dict() -> None:
     plain, _ = _pair("llama-tiny")
     keys = list(plain.state_dict())
-    same = model.apply_activation_checkpointing(plain)
+    same = ac.apply_activation_checkpointing(plain)
     assert same is plain
     assert list(plain.state_dict()) == keys
     assert all(not k.startswith("_") and "checkpoint" not in k for k in plain.state_dict())
@@ -90,7 +90,7 @@ def test_loss_and_gradients_equal_the_unwrapped_model(variant: str, monkeypatch:
 
 def test_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     plain, wrapped = _pair("llama-tiny")
-    model.apply_activation_checkpointing(wrapped)  # a second application wraps nothing again
+    ac.apply_activation_checkpointing(wrapped)  # a second application wraps nothing again
     counter = _CountCheckpoint(monkeypatch)
     ids = torch.randint(0, plain.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(2))
     loss = _loss(wrapped, ids, seed=0)

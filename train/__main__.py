@@ -1,0 +1,12 @@
+"""``python -m train``: the same as ``lmplanes train``, with the model store installed under the
+``lmplanes.model_stores`` entry point."""
+
+import argparse
+import sys
+
+from train.cli import add_arguments, installed_store, run
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m train", description="Train a language model, or resume a run.")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args(), installed_store()))

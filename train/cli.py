@@ -1,0 +1,94 @@
+"""``lmplanes train``: start a run from a config, or resume one from its directory.
+
+    lmplanes train CONFIG --out DIR [--set key=value ...]
+    lmplanes train --resume DIR [--set max_steps=N ...]
+
+CONFIG is a training preset name or a YAML/JSON file. The model store (how models are built and saved) is
+handed in by the caller: ``pack`` passes the model plane's, ``python -m train`` looks up the one installed
+under the ``lmplanes.model_stores`` entry point, so this module never imports model code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+import specs
+from specs.protocols import ModelStore
+from specs.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from train.trainer import RunResult
+
+ENTRY_POINTS = "lmplanes.model_stores"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", metavar="CONFIG", help="a training preset name or config file")
+    parser.add_argument("--out", metavar="DIR", help="the run directory to create (it must be new or empty)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by its dotted path, e.g. max_steps=500 or model.n_layers=6 (repeatable; "
+        "a leading 'train.' is accepted)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, store: ModelStore) -> int:
+    """Exit status 0 when the run finished or was stopped cleanly by a signal (after a checkpoint), 1 when it
+    diverged. Configuration mistakes raise (the caller prints them as one line)."""
+    from train.trainer import Trainer  # torch is imported only when a run starts, not to build the parser
+
+    overrides = [o.removeprefix("train.") for o in args.overrides]
+    if args.resume:
+        if args.config or args.out:
+            raise ValueError("--resume DIR continues a run: give no CONFIG or --out with it")
+        saved = _run_config(args.resume)
+        cfg = specs.apply_overrides(saved, overrides) if overrides else None
+        result = _report(lambda: Trainer.resume(args.resume, store, overrides=cfg, progress=not args.quiet))
+    else:
+        if not args.config or not args.out:
+            raise ValueError("give a CONFIG and --out DIR (or --resume DIR)")
+        cfg = specs.apply_overrides(specs.load_config(args.config, kind="train"), overrides)
+        assert isinstance(cfg, TrainConfig)
+        result = _report(lambda: Trainer(cfg, args.out, store, progress=not args.quiet).fit())
+    return result
+
+
+def _run_config(run_dir: str) -> TrainConfig:
+    from train.run_dir import RunDir
+
+    return RunDir(run_dir).config()
+
+
+def _report(fit: Callable[[], RunResult]) -> int:
+    from train.trainer import TrainingDiverged
+
+    try:
+        result = fit()
+    except TrainingDiverged as exc:
+        print(f"lmplanes: error: {exc}", file=sys.stderr)
+        return 1
+    val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
+    how = f"stopped by {result.stopped_by} after" if result.stopped_by else "finished"
+    print(f"{how} step {result.steps}: train loss {result.final_train_loss:.4f}{val}; checkpoint {result.latest}")
+    return 0
+
+
+def installed_store(name: str = "lmplanes") -> ModelStore:
+    """The model store an installed package registers under the ``lmplanes.model_stores`` entry point."""
+    found = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINTS)}
+    if name not in found:
+        raise LookupError(f"no model store {name!r} is installed (entry points {ENTRY_POINTS}: {sorted(found)})")
+    store = found[name].load()
+    if not isinstance(store, ModelStore):
+        raise TypeError(f"{found[name].value} is not a specs.ModelStore")
+    return store
