@@ -4,7 +4,7 @@ Registering a kernel never selects it. A kernel may be registered as a ``"module
 only when first resolved, so optional back-ends (Triton) cost nothing on machines without them.
 
 ``resolve("auto", call)`` picks the fastest kernel whose capabilities cover the call. The choice is measured
-(each candidate run on the call's own tensors, without autograd) the first time a shape bucket is seen on a
+(each candidate run on copies of the call's tensors, forward and, when the call needs gradients, backward) the first time a shape bucket is seen on a
 device, then cached; :func:`auto_choices` shows what was picked. :func:`use_kernel` makes ``"auto"`` resolve to
 one kernel inside a ``with`` block and restores the previous behaviour on exit.
 """
@@ -212,20 +212,30 @@ def _cannot_time() -> bool:
 
 
 def _fastest(candidates: list[str], call: AttentionCall, repeats: int = 3) -> str:
+    """The candidate that runs ``call`` fastest: the forward alone for inference, and forward plus backward when
+    the call needs gradients (a kernel can be quick forward and slow backward, e.g. SDPA's bfloat16 backward on
+    some CPUs), on detached copies of the call's tensors."""
+    backward = call.needs_backward
+    leaves = [t.detach().requires_grad_(backward) for t in (call.q, call.k, call.v)]
+    call = dataclasses.replace(call, q=leaves[0], k=leaves[1], v=leaves[2], dropout_p=0.0)
+    grad = torch.ones_like(call.q) if backward else None
+
     def run_time(fn: AttentionKernel) -> float:
         times = []
         for _ in range(repeats + 1):  # the first run warms up (allocations, lazy init, autotuning)
             _synchronize(call)
             start = time.perf_counter()
-            fn(call)
+            out = fn(call)
+            if grad is not None:
+                out.backward(grad)
             _synchronize(call)
             times.append(time.perf_counter() - start)
         return statistics.median(times[1:])
 
-    # Timing must not change what the caller computes: no dropout draws, and the RNG state left as it was.
-    call = dataclasses.replace(call, dropout_p=0.0)
+    # Timing must not change what the caller computes: no dropout draws, the RNG state left as it was, and
+    # gradients only into the copies.
     devices = [call.q.device] if call.q.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with torch.set_grad_enabled(backward), torch.random.fork_rng(devices=devices):
         timings = {name: run_time(_loaded(name)) for name in candidates}
     return min(timings, key=timings.__getitem__)
 

@@ -112,6 +112,7 @@ class Trainer:
             train_state.restore_rng(resumed)
             best = resumed.best_val_loss
         if cfg.compile:
+            self._warm_up(model, streams.val.batch(0))
             compile_model(model)
         metrics = MetricsLog(self.run.root, resume_after=start if resumed is not None else None)
         tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum_steps
@@ -192,6 +193,22 @@ class Trainer:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(total / cfg.grad_accum_steps), grad_norm
+
+    def _warm_up(self, model: torch.nn.Module, batch: Batch) -> None:
+        """One eager forward and backward (and an eager evaluation forward) before compiling, so that choices
+        made by measuring, such as the attention kernel of ``"auto"``, are measured here: a ``torch.compile``
+        trace cannot time anything. The RNG state is left as it was and the gradients are dropped, so the run
+        computes exactly what it would have without this."""
+        batch = _to_device(batch, self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with self._autocast():
+                loss, _ = lm_loss(model, batch)  # type: ignore[arg-type]
+            loss.backward()
+            model.eval()
+            with torch.no_grad(), self._autocast():
+                lm_loss(model, batch)  # type: ignore[arg-type]
+            model.train()
+        model.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def _evaluate(self, model: torch.nn.Module, val: BatchStream) -> float:

@@ -388,3 +388,31 @@ def test_can_serve_follows_capabilities_and_pins():
     assert registry.can_serve("auto", softcapped)
     with kernel.use_kernel("sdpa"):
         assert not registry.can_serve("auto", softcapped)
+
+
+class _SlowBackward(torch.autograd.Function):
+    """Identity on q's shape: instant forward, a backward that takes 20 ms."""
+
+    @staticmethod
+    def forward(ctx, q):
+        return q.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        import time
+
+        time.sleep(0.02)
+        return grad
+
+
+def test_auto_times_the_backward_when_the_call_needs_gradients():
+    """A kernel that is fastest forward but slow backward wins inference buckets and loses training ones; the
+    timing leaves no gradient on the caller's tensors."""
+    register("fast_forward", lambda call: _SlowBackward.apply(call.q), FULL_CAPS)
+    register("steady", lambda call: call.q * 1.0, FULL_CAPS)
+    q = torch.randn(1, 2, 4, 8, requires_grad=True)
+    k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+    training = AttentionCall(q=q, k=k, v=v)
+    assert registry._fastest(["fast_forward", "steady"], training) == "steady" and q.grad is None
+    inference = AttentionCall(q=q.detach(), k=k, v=v)
+    assert shape_bucket(training) != shape_bucket(inference)  # "backward" is part of the bucket
