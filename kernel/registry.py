@@ -232,10 +232,15 @@ def _fastest(candidates: list[str], call: AttentionCall, repeats: int = 3) -> st
             times.append(time.perf_counter() - start)
         return statistics.median(times[1:])
 
-    # Timing must not change what the caller computes: no dropout draws, the RNG state left as it was, and
-    # gradients only into the copies.
+    # Timing must not change what the caller computes: no dropout draws, the RNG state left as it was,
+    # gradients only into the copies, and nothing saved through the caller's saved-tensor hooks (activation
+    # checkpointing counts what its forward saves and would see the timing runs; plain hooks shadow it here).
     devices = [call.q.device] if call.q.device.type == "cuda" else []
-    with torch.set_grad_enabled(backward), torch.random.fork_rng(devices=devices):
+    with (
+        torch.set_grad_enabled(backward),
+        torch.random.fork_rng(devices=devices),
+        torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t),
+    ):
         timings = {name: run_time(_loaded(name)) for name in candidates}
     return min(timings, key=timings.__getitem__)
 
