@@ -10,7 +10,7 @@ module decide *by measuring*, the way ``kernel.resolve("auto", ...)`` picks atte
 The decision is made per shape bucket (:class:`LinearBucket`: rows -- the product of the input's leading
 dimensions -- rounded up to a power of two, so a prefill (rows = B*T) and a decode step (rows = B) are decided
 apart; in/out features; bias or not; the intra-op thread count). The first call in a bucket times both paths on
-its own input (interleaved, a warm-up then a few repeats, medians; under ``torch.no_grad`` with the RNG state
+its own input (interleaved, a warm-up then at least five repeats, medians; under ``torch.no_grad`` with the RNG state
 restored) and caches the winner process-wide, so linears of the same shape share it and later calls run the
 winner with no timing. oneDNN must win by a margin (:data:`ONEDNN_MARGIN`) because it costs a second copy of
 the weight; the copy is only kept for linears that use it. :func:`linear_choices` shows the decisions and
@@ -37,7 +37,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 F_LINEAR, ONEDNN = "f.linear", "onednn"
-WARMUP, REPEATS = 1, 5
+WARMUP, REPEATS, MAX_REPEATS, MIN_SECONDS = 1, 5, 50, 0.01
 ONEDNN_MARGIN = 0.95
 """oneDNN is chosen only when its median is below this fraction of ``F.linear``'s (it costs a weight copy)."""
 
@@ -97,14 +97,19 @@ def _bucket_key(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def time_candidates(candidates: dict[str, Callable[[], object]], bucket: LinearBucket) -> dict[str, float]:
-    """Median seconds per call of each candidate, run in alternation after a warm-up.
+    """Median seconds per call of each candidate, run in alternation after a warm-up: ``REPEATS`` rounds, and
+    more (up to ``MAX_REPEATS``) while they have taken under ``MIN_SECONDS``, so that tiny shapes are not
+    decided by one burst of noise.
 
     Looked up at call time, so a test can replace it (``monkeypatch.setattr``) to force a winner."""
     for fn in candidates.values():
         for _ in range(WARMUP):  # lazy initialisation, allocator growth, the oneDNN weight pack
             fn()
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(REPEATS):
+    began = time.perf_counter()
+    for round_ in range(MAX_REPEATS):
+        if round_ >= REPEATS and time.perf_counter() - began >= MIN_SECONDS:
+            break
         for name, fn in candidates.items():
             start = time.perf_counter()
             fn()

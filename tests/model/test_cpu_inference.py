@@ -278,3 +278,14 @@ def test_a_model_built_under_inference_mode_works(force):
         fast = enable_measured_cpu_linears(model.build(cfg).eval())
         ids = _ids(cfg.vocab_size)
         torch.testing.assert_close(fast(ids), plain(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_the_timer_alternates_the_candidates_and_returns_medians():
+    order: list[str] = []
+    seconds = cpu_inference.time_candidates(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, LinearBucket(1, 2, 3, False, 1)
+    )
+    assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
+    runs = len(order) // 2 - cpu_inference.WARMUP
+    assert cpu_inference.REPEATS <= runs <= cpu_inference.MAX_REPEATS  # trivial calls: more rounds, up to the cap
+    assert order[2 * cpu_inference.WARMUP :] == ["a", "b"] * runs
