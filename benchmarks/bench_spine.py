@@ -1,7 +1,7 @@
 """Spine benchmark: attention kernels (manual vs sdpa); llama-55m prefill latency and batch-1 decode speed vs
 Hugging Face, eager and with ``model.enable_measured_cpu_linears``.
 
-    python benchmarks/bench_spine.py [--repeats 20] [--write BENCHMARKS.md]
+    python benchmarks/bench_spine.py [--repeats 20] [--threads N] [--write BENCHMARKS.md]
 
 Both comparisons run in one process, alternating the contenders on every repeat so that machine noise hits
 them alike; figures are medians, and ratios are ours / theirs (below 1.0 means we are faster). With
@@ -161,6 +161,7 @@ def report(
     diffs: dict[str, float],
     choices: dict,
     repeats: int,
+    command: str,
 ) -> str:
     import transformers
 
@@ -188,7 +189,7 @@ def report(
             START,
             "## Spine: attention kernels and llama-55m prefill and decode (CPU)",
             "",
-            f"Command: `python benchmarks/bench_spine.py --repeats {repeats} --write BENCHMARKS.md`  ",
+            f"Command: `python benchmarks/bench_spine.py {command} --write BENCHMARKS.md`  ",
             f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"transformers {transformers.__version__}, Python {platform.python_version()}, {when}. "
             f"Medians of {repeats} interleaved repeats.",
@@ -254,10 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--write", type=Path, default=None, help="replace the spine section of this markdown file")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: torch's); 1 is steadier on a shared machine"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     attn = bench_attention(args.repeats)
     prefill, per_token, diffs, choices = bench_llama(args.repeats)
-    section = report(attn, prefill, per_token, diffs, choices, args.repeats)
+    command = f"--repeats {args.repeats}" + (f" --threads {args.threads}" if args.threads is not None else "")
+    section = report(attn, prefill, per_token, diffs, choices, args.repeats, command)
     print(section)
     if args.write is not None:
         write_section(args.write, section)
