@@ -96,11 +96,10 @@ def bench_llama(repeats: int) -> tuple[dict[str, float], dict[str, float], dict[
     runners = {"lmplanes": _ours(ours), "measured": _ours(measured), "transformers": _theirs(theirs)}
     with torch.inference_mode():
         reference = [runners["transformers"](prefill_ids, PREFILL), *_decode_logits(runners["transformers"], tokens)]
-        diffs = {
-            name: max((got - want).abs().max().item() for got, want in zip(
-                [runners[name](prefill_ids, PREFILL), *_decode_logits(runners[name], tokens)], reference))
-            for name in ("lmplanes", "measured")
-        }
+        diffs = {}
+        for name in ("lmplanes", "measured"):
+            logits = [runners[name](prefill_ids, PREFILL), *_decode_logits(runners[name], tokens)]
+            diffs[name] = max((got - want).abs().max().item() for got, want in zip(logits, reference))
         prefill = interleaved_medians({n: functools.partial(runners[n], prefill_ids, PREFILL) for n in CONTENDERS}, repeats)
         decode = interleaved_medians(
             {n: functools.partial(_timed_decode, runners[n], tokens) for n in CONTENDERS}, repeats, self_timed=True
@@ -127,7 +126,7 @@ def _theirs(m: torch.nn.Module) -> Callable[..., torch.Tensor]:
 
     from transformers import DynamicCache
 
-    # transformers 5 names the argument ``cache``; earlier releases ``past_key_values``.
+    # Recent transformers releases name the argument ``cache``, older ones ``past_key_values``.
     key = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
     state: dict = {}
 
