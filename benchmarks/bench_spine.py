@@ -34,14 +34,16 @@ START, END = "<!-- bench:spine:start -->", "<!-- bench:spine:end -->"
 def interleaved_medians(
     contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 3, self_timed: bool = False
 ) -> dict[str, float]:
-    """Median seconds per call of each contender, timed in alternation. With ``self_timed`` each call returns
-    the seconds to count (so that untimed setup, such as a decode's prompt, can run inside it)."""
+    """Median seconds per call of each contender, timed in alternation, the order rotating. With ``self_timed``
+    each call returns the seconds to count (so that untimed setup, such as a decode's prompt, can run inside it)."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
+    names = list(contenders)
+    for i in range(repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # each goes first as often: no order bias
+            fn = contenders[name]
             start = time.perf_counter()
             result = fn()
             times[name].append(float(result) if self_timed else time.perf_counter() - start)

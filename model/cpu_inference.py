@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 F_LINEAR, ONEDNN = "f.linear", "onednn"
 WARMUP, REPEATS, MAX_REPEATS, MIN_SECONDS = 1, 5, 50, 0.01
-ONEDNN_MARGIN = 0.95
+ONEDNN_MARGIN = 0.9
 """oneDNN is chosen only when its median is below this fraction of ``F.linear``'s (it costs a weight copy)."""
 
 
