@@ -14,7 +14,7 @@ its own input (interleaved, a warm-up then at least five repeats, medians; under
 restored) and caches the winner process-wide, so linears of the same shape share it and later calls run the
 winner with no timing. oneDNN must win by a margin (:data:`ONEDNN_MARGIN`) because it costs a second copy of
 the weight; the copy is only kept for linears that use it. :func:`linear_choices` shows the decisions and
-:func:`clear_linear_choices` forgets them (e.g. after changing the thread count).
+:func:`clear_linear_choices` forgets them (to measure again, say once a busy machine is quiet).
 
 Parameters, parameter names, state dicts and training are unchanged. The ordinary ``F.linear`` runs, untimed,
 whenever a gradient is needed, on any other device or dtype, while ``torch.compile`` traces, and on a PyTorch
