@@ -1,6 +1,7 @@
-"""Spine benchmark: attention kernels (manual vs sdpa) and llama-55m forward latency vs Hugging Face.
+"""Spine benchmark: attention kernels (manual vs sdpa); llama-55m prefill latency and batch-1 decode speed vs
+Hugging Face, eager and with ``model.enable_measured_cpu_linears``.
 
-    python benchmarks/bench_spine.py [--repeats 20] [--write BENCHMARKS.md]
+    python benchmarks/bench_spine.py [--repeats 20] [--threads N] [--write BENCHMARKS.md]
 
 Both comparisons run in one process, alternating the contenders on every repeat so that machine noise hits
 them alike; figures are medians, and ratios are ours / theirs (below 1.0 means we are faster). With
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import platform
 import statistics
@@ -29,17 +31,22 @@ from specs.attention import AttentionCall
 START, END = "<!-- bench:spine:start -->", "<!-- bench:spine:end -->"
 
 
-def interleaved_medians(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each contender, timed in alternation."""
+def interleaved_medians(
+    contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 3, self_timed: bool = False
+) -> dict[str, float]:
+    """Median seconds per call of each contender, timed in alternation, the order rotating. With ``self_timed``
+    each call returns the seconds to count (so that untimed setup, such as a decode's prompt, can run inside it)."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
+    names = list(contenders)
+    for i in range(repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # each goes first as often: no order bias
+            fn = contenders[name]
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            result = fn()
+            times[name].append(float(result) if self_timed else time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -61,9 +68,17 @@ def bench_attention(repeats: int) -> dict[str, float]:
     return interleaved_medians({"manual": run("manual"), "sdpa": run("sdpa")}, repeats)
 
 
-def bench_llama_forward(repeats: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Forward latency of llama-55m at batch 1 x 128 tokens, ours (eager and with oneDNN linears) vs
-    transformers.LlamaForCausalLM on the same weights; returns the medians and the max logit differences."""
+PREFILL, PROMPT, NEW_TOKENS = 128, 64, 64
+CONTENDERS = ("lmplanes", "measured", "transformers")
+
+
+def bench_llama(repeats: int) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict]:
+    """llama-55m, batch 1, fp32: prefill latency (1 x 128 tokens into an empty KV cache) and decode speed
+    (64 tokens fed one at a time with the KV cache after a 64-token prompt), for ours eager, ours with
+    ``model.enable_measured_cpu_linears`` and ``transformers.LlamaForCausalLM`` on the same weights.
+
+    Returns prefill medians (s), decode medians (s per token), max |logit difference| from transformers over
+    every prefill and decode logit, and the linear decisions the measured model made."""
     import tempfile
 
     from transformers import AutoModelForCausalLM
@@ -74,53 +89,147 @@ def bench_llama_forward(repeats: int) -> tuple[dict[str, float], dict[str, float
     with tempfile.TemporaryDirectory() as tmp:
         model.to_hf(ours, Path(tmp) / "hf")
         theirs = AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=torch.float32).eval()
-    onednn = model.build(cfg, init=False).eval()
-    onednn.load_state_dict(ours.state_dict())
-    model.enable_onednn_linears(onednn)
-    ids = torch.randint(0, cfg.vocab_size, (1, 128))
+    measured = model.build(cfg, init=False).eval()
+    measured.load_state_dict(ours.state_dict())
+    model.clear_linear_choices()
+    model.enable_measured_cpu_linears(measured)
+    prefill_ids = torch.randint(0, cfg.vocab_size, (1, PREFILL))
+    tokens = torch.randint(0, cfg.vocab_size, (1, PROMPT + NEW_TOKENS))  # fed as given: the same work for all
+    runners = {"lmplanes": _ours(ours), "measured": _ours(measured), "transformers": _theirs(theirs)}
     with torch.inference_mode():
-        reference = theirs(ids).logits
-        diffs = {name: (m(ids) - reference).abs().max().item() for name, m in (("lmplanes", ours), ("onednn", onednn))}
-        medians = interleaved_medians(
-            {"lmplanes": lambda: ours(ids), "onednn": lambda: onednn(ids), "transformers": lambda: theirs(ids)},
-            repeats,
+        reference = [runners["transformers"](prefill_ids, PREFILL), *_decode_logits(runners["transformers"], tokens)]
+        diffs = {}
+        for name in ("lmplanes", "measured"):
+            logits = [runners[name](prefill_ids, PREFILL), *_decode_logits(runners[name], tokens)]
+            diffs[name] = max((got - want).abs().max().item() for got, want in zip(logits, reference))
+        prefill = interleaved_medians({n: functools.partial(runners[n], prefill_ids, PREFILL) for n in CONTENDERS}, repeats)
+        decode = interleaved_medians(
+            {n: functools.partial(_timed_decode, runners[n], tokens) for n in CONTENDERS}, repeats, self_timed=True
         )
-    return medians, diffs
+    per_token = {name: seconds / NEW_TOKENS for name, seconds in decode.items()}
+    return prefill, per_token, diffs, model.linear_choices()
 
 
-def report(attn: dict[str, float], llama: dict[str, float], diffs: dict[str, float], repeats: int) -> str:
+def _ours(m: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """``run(ids, max_len)`` starts a sequence (a fresh KV cache); ``run(ids)`` continues it."""
+    state: dict = {}
+
+    def run(ids: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+        if max_len is not None:
+            state["cache"] = m.new_cache(ids.shape[0], max_len)
+        return m(ids, cache=state["cache"])
+
+    return run
+
+
+def _theirs(m: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """The same for transformers: a per-token forward with its default ``DynamicCache``, no ``generate``."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    # Recent transformers releases name the argument ``cache``, older ones ``past_key_values``.
+    key = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
+    state: dict = {}
+
+    def run(ids: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+        if max_len is not None:
+            state["cache"] = DynamicCache(config=m.config)
+        return m(ids, use_cache=True, **{key: state["cache"]}).logits
+
+    return run
+
+
+def _decode_logits(run: Callable[..., torch.Tensor], tokens: torch.Tensor) -> list[torch.Tensor]:
+    logits = [run(tokens[:, :PROMPT], PROMPT + NEW_TOKENS)]
+    logits += [run(tokens[:, t : t + 1]) for t in range(PROMPT, PROMPT + NEW_TOKENS)]
+    return logits
+
+
+def _timed_decode(run: Callable[..., torch.Tensor], tokens: torch.Tensor) -> float:
+    """Seconds for the NEW_TOKENS single-token steps; the prompt's prefill is not counted."""
+    run(tokens[:, :PROMPT], PROMPT + NEW_TOKENS)
+    start = time.perf_counter()
+    for t in range(PROMPT, PROMPT + NEW_TOKENS):
+        run(tokens[:, t : t + 1])
+    return time.perf_counter() - start
+
+
+def report(
+    attn: dict[str, float],
+    prefill: dict[str, float],
+    per_token: dict[str, float],
+    diffs: dict[str, float],
+    choices: dict,
+    repeats: int,
+    command: str,
+) -> str:
     import transformers
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     cpu = cpu_name()
+    hf = "`LlamaForCausalLM` (sdpa)"
+    rows = [
+        f"| attention fwd+bwd, B=4 H=8 T=512 D=64 fp32 causal: `sdpa` vs `manual` | "
+        f"{attn['sdpa'] * 1e3:.1f} ms (sdpa) | {attn['manual'] * 1e3:.1f} ms (manual) | "
+        f"{attn['sdpa'] / attn['manual']:.2f} |",
+    ]
+    for name, label in (("lmplanes", "eager"), ("measured", "`enable_measured_cpu_linears`")):
+        rows.append(
+            f"| llama-55m prefill, 1 x {PREFILL} tokens fp32, {label} vs {hf} | {prefill[name] * 1e3:.1f} ms | "
+            f"{prefill['transformers'] * 1e3:.1f} ms | {prefill[name] / prefill['transformers']:.2f} |"
+        )
+    for name, label in (("lmplanes", "eager"), ("measured", "`enable_measured_cpu_linears`")):
+        rows.append(
+            f"| llama-55m decode, batch 1, {NEW_TOKENS} tokens after a {PROMPT}-token prompt, KV cache, {label} vs "
+            f"{hf} + `DynamicCache` | {1 / per_token[name]:.1f} tok/s | {1 / per_token['transformers']:.1f} tok/s | "
+            f"{per_token[name] / per_token['transformers']:.2f} |"
+        )
     return "\n".join(
         [
             START,
-            "## Spine: attention kernels and llama-55m forward (CPU)",
+            "## Spine: attention kernels and llama-55m prefill and decode (CPU)",
             "",
-            f"Command: `python benchmarks/bench_spine.py --repeats {repeats} --write BENCHMARKS.md`  ",
-            f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"Python {platform.python_version()}, {when}. Medians of {repeats} interleaved repeats.",
+            f"Command: `python benchmarks/bench_spine.py {command} --write BENCHMARKS.md`  ",
+            f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"transformers {transformers.__version__}, Python {platform.python_version()}, {when}. "
+            f"Medians of {repeats} interleaved repeats.",
             "",
-            "| benchmark | lmplanes | peer | ratio (ours / peer) |",
+            "| benchmark | lmplanes | peer | ratio (ours / peer, time) |",
             "| --- | --- | --- | --- |",
-            f"| attention fwd+bwd, B=4 H=8 T=512 D=64 fp32 causal: `sdpa` vs `manual` | "
-            f"{attn['sdpa'] * 1e3:.1f} ms (sdpa) | {attn['manual'] * 1e3:.1f} ms (manual) | "
-            f"{attn['sdpa'] / attn['manual']:.2f} |",
-            f"| llama-55m forward, 1 x 128 tokens fp32, eager vs `LlamaForCausalLM` (sdpa) | "
-            f"{llama['lmplanes'] * 1e3:.1f} ms | {llama['transformers'] * 1e3:.1f} ms | "
-            f"{llama['lmplanes'] / llama['transformers']:.2f} |",
-            f"| the same with `model.enable_onednn_linears` (CPU inference) | {llama['onednn'] * 1e3:.1f} ms | "
-            f"{llama['transformers'] * 1e3:.1f} ms | {llama['onednn'] / llama['transformers']:.2f} |",
+            *rows,
             "",
-            "Same weights in all models (exported with `model.to_hf`); max |logit difference| from transformers: "
-            f"{diffs['lmplanes']:.1e} eager, {diffs['onednn']:.1e} with oneDNN linears. Eager, both models spend over 90% "
-            "of the forward in the same MKL GEMMs (torch.profiler), so the eager ratio stays near 1 and moves by a few percent "
-            "between runs; on this AMD "
-            "CPU oneDNN's GEMM is about 2x faster than MKL's, which is what `enable_onednn_linears` buys.",
+            "Same weights in all models (exported with `model.to_hf`). Prefill starts an empty KV cache; decode feeds "
+            "the same fixed tokens one at a time, each model with its own cache (ours: `m.new_cache`; transformers: "
+            "a per-token forward with `DynamicCache`, no `generate`), and counts only the single-token steps. "
+            "Max |logit difference| from transformers over every prefill and decode logit: "
+            f"{diffs['lmplanes']:.1e} eager, {diffs['measured']:.1e} with measured linears.",
+            "",
+            "What `enable_measured_cpu_linears` chose on this machine (per shape bucket: rows rounded up to a power "
+            "of two, in -> out features; median oneDNN / `F.linear` time of its one-off measurement):",
+            "",
+            *describe_choices(choices),
+            "",
+            "These choices, and the row for the measured linears, hold for this machine only: the decision is made "
+            "by measuring, per shape bucket, on the machine at hand.",
             END,
         ]
     )
+
+
+def describe_choices(choices: dict) -> list[str]:
+    """One line per row bucket (which is what separates prefill from decode)."""
+    lines = []
+    for rows in sorted({bucket.rows for bucket in choices}, reverse=True):
+        parts = [
+            f"{b.in_features}->{b.out_features}{' +bias' if b.bias else ''}: {c.path} "
+            f"({c.seconds['onednn'] / c.seconds['f.linear']:.2f})"
+            for b, c in sorted(choices.items())
+            if b.rows == rows
+        ]
+        phase = {PREFILL: "prefill", PROMPT: "decode's prompt", 1: "decode"}.get(rows, "")
+        lines.append(f"- rows {rows}{f' ({phase})' if phase else ''}: " + "; ".join(parts))
+    return lines
 
 
 def cpu_name() -> str:
@@ -147,10 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--write", type=Path, default=None, help="replace the spine section of this markdown file")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: torch's); 1 is steadier on a shared machine"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     attn = bench_attention(args.repeats)
-    llama, diffs = bench_llama_forward(args.repeats)
-    section = report(attn, llama, diffs, args.repeats)
+    prefill, per_token, diffs, choices = bench_llama(args.repeats)
+    command = f"--repeats {args.repeats}" + (f" --threads {args.threads}" if args.threads is not None else "")
+    section = report(attn, prefill, per_token, diffs, choices, args.repeats, command)
     print(section)
     if args.write is not None:
         write_section(args.write, section)

@@ -1,13 +1,14 @@
 """Model assemblers (decoder-only LM), checkpoint I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, and :data:`STORE` (them, for the application planes).
+:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`enable_measured_cpu_linears`, and
+:data:`STORE` (these, for the application planes).
 """
 
 from model.build import build, count_parameters
 from model.card_writer import make_card
 from model.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
-from model.cpu_inference import enable_onednn_linears
+from model.cpu_inference import clear_linear_choices, enable_measured_cpu_linears, linear_choices
 from model.decoder import DecoderLM
 from model.hf import from_hf, to_hf
 from model.store import STORE
@@ -20,9 +21,11 @@ __all__ = [
     "DecoderLM",
     "build",
     "clean_stale_temporaries",
+    "clear_linear_choices",
     "count_parameters",
-    "enable_onednn_linears",
+    "enable_measured_cpu_linears",
     "from_hf",
+    "linear_choices",
     "load_checkpoint",
     "make_card",
     "save_checkpoint",
