@@ -33,13 +33,14 @@ class MetricsLog:
         elif not (root / CSV).exists():
             atomic_write_text(root / CSV, _csv_text([], header=True))
         self._tb = _tensorboard_writer(root / TENSORBOARD, purge_step=None if resume_after is None else resume_after + 1)
+        # Kept open and line-buffered: each row reaches the file when it is logged, without an open per step.
+        self._jsonl = open(root / JSONL, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (closed in close())
+        self._csv = open(root / CSV, "a", encoding="utf-8", newline="", buffering=1)  # noqa: SIM115
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.root / JSONL, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        with open(self.root / CSV, "a", encoding="utf-8", newline="") as fh:
-            fh.write(_csv_text([row], header=False))
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._csv.write(_csv_text([row], header=False))
         if self._tb is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
@@ -72,6 +73,8 @@ class MetricsLog:
         return path
 
     def close(self) -> None:
+        self._jsonl.close()
+        self._csv.close()
         if self._tb is not None:
             self._tb.close()
 

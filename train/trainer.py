@@ -124,14 +124,18 @@ class Trainer:
         stopped_by = None
         done = start
         bar = tqdm(total=cfg.max_steps, initial=start, disable=not self.progress, unit="step", dynamic_ncols=True)
-        with stop_on_signals() as stop, contextlib.closing(bar):
+        # An iteration's time runs from the previous iteration's end to this step's end, so it holds everything
+        # the loop does (logging, and the evaluation or checkpoint of an iteration that has one), as nanoGPT's
+        # per-iteration time does.
+        previous = time.perf_counter()
+        with stop_on_signals() as stop, contextlib.closing(bar), contextlib.closing(metrics):
             for step in range(start, cfg.max_steps):
                 lr = lr_at(step, cfg.schedule, cfg.optimizer.lr, cfg.max_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                began = time.perf_counter()
                 train_loss, grad_norm = self._step(model, optimizer, batches)
-                step_s = time.perf_counter() - began
+                now = time.perf_counter()
+                step_s, previous = now - previous, now
                 done = step + 1
                 row: dict[str, Any] = {
                     "step": done,
@@ -166,7 +170,6 @@ class Trainer:
                     log.warning("stopped by %s after step %d; resume with: lmplanes train --resume %s",
                                 stopped_by, done, self.run.root)
                     break
-        metrics.close()
         return RunResult(
             steps=done,
             final_train_loss=train_loss,

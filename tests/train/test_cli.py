@@ -15,7 +15,7 @@ import pytest
 from pack.cli import main
 
 SHORT = ["--set", "max_steps=6", "--set", "eval_every=3", "--set", "eval_batches=2", "--set", "schedule.warmup_steps=1",
-         "--set", "schedule.decay_steps=6"]
+         "--set", "schedule.decay_steps=6", "--set", "compile=false"]
 
 
 def _lmplanes(*args: str) -> list[str]:
@@ -66,7 +66,7 @@ def test_a_signal_checkpoints_and_stops_cleanly_and_the_run_resumes(tmp_path, si
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         _lmplanes("train", "gpt-shakespeare-char", "--out", str(run), "--quiet", "--set", "max_steps=2000",
-                  "--set", "eval_batches=2"),
+                  "--set", "eval_batches=2", "--set", "compile=false"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     _wait_for_rows(run / "metrics.jsonl", 10, proc)

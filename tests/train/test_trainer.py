@@ -24,6 +24,9 @@ SHORT = [
     "schedule.warmup_steps=2",
     "schedule.decay_steps=12",
     "keep_last=10",
+    # Float32 eager, for bitwise comparisons and speed; bfloat16 and compile get their own tests.
+    "precision=float32",
+    "compile=false",
 ]
 
 
@@ -164,3 +167,14 @@ def test_a_run_directory_is_never_reused_or_overwritten(tmp_path):
 def test_a_corpus_larger_than_the_vocabulary_is_refused(tmp_path):
     with pytest.raises(ValueError, match="the corpus tokenizer has 65 tokens but model.vocab_size is 50"):
         Trainer(config("model.vocab_size=50"), tmp_path / "run", STORE, progress=False).fit()
+
+
+@pytest.mark.slow
+def test_the_preset_settings_compile_and_train_in_bfloat16(tmp_path):
+    """The preset's own CPU settings (bfloat16 autocast, torch.compile after an eager warm-up): a short run
+    learns, and its losses stay within bfloat16 noise of a float32 eager run of the same steps."""
+    fast = Trainer(config("precision=bfloat16", "compile=true"), tmp_path / "fast", STORE, progress=False).fit()
+    plain = Trainer(config(), tmp_path / "plain", STORE, progress=False).fit()
+    assert fast.final_train_loss < rows(tmp_path / "fast")[0]["train_loss"] - 0.5
+    for a, b in zip(rows(tmp_path / "fast"), rows(tmp_path / "plain")):
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.05, a["step"]
