@@ -1,6 +1,6 @@
 """Training speed and quality against nanoGPT on its own CPU recipe (shakespeare-char), side by side.
 
-    python benchmarks/bench_train.py --nanogpt PATH/TO/nanoGPT [--iters 2000] [--write BENCHMARKS.md]
+    python benchmarks/bench_train.py --nanogpt PATH/TO/nanoGPT [--iters 2000] [--rounds 2] [--ablate] [--write BENCHMARKS.md]
 
 PATH is a checkout of github.com/karpathy/nanoGPT; its ``train.py``, ``model.py`` and ``configurator.py`` are
 copied into a scratch folder at run time (nothing of it is kept in this repository) and run with the command its
@@ -11,8 +11,9 @@ same bundled corpus, with the same character vocabulary and 90/10 split, as lmpl
 ``lmplanes train gpt-shakespeare-char`` runs the same model, data, batch and schedule with the preset's own
 settings.
 
-Reported: the median milliseconds per iteration of each (evaluation iterations and the first 10 left out),
-their ratio, and the validation loss at the last iteration: as each prints it (20 random batches, noisy), and
+The pair runs ``--rounds`` times in alternation (nanoGPT, lmplanes, nanoGPT, ...), so a slow spell of a shared
+machine hits both. Reported: the median milliseconds per iteration of each over all its rounds (evaluation
+iterations and the first 10 of each run left out), the per-round medians, their ratio, and the validation loss at the last iteration: as each prints it (20 random batches, noisy), and
 for both final models on the same 200 validation batches through the same evaluator (nanoGPT's weights are
 mapped into lmplanes' gpt-shakespeare-char model, which has the same architecture). ``--ablate`` also runs
 lmplanes for 300 iterations with one preset setting turned back at a time, to say what each is worth.
@@ -97,9 +98,13 @@ def run_lmplanes(scratch: Path, name: str, iters: int, overrides: list[str]) -> 
     }
 
 
-def median_ms(times: dict[int, float], eval_every: int = 250) -> float:
-    """Median iteration time, leaving out the first 10 and the iterations that evaluated or saved."""
-    return statistics.median(ms for it, ms in times.items() if it > 10 and it % eval_every not in (0, 1))
+def steady(times: dict[int, float], eval_every: int = 250) -> list[float]:
+    """Iteration times, leaving out the first 10 and the iterations that evaluated or saved."""
+    return [ms for it, ms in times.items() if it > 10 and it % eval_every not in (0, 1)]
+
+
+def median_ms(times: dict[int, float]) -> float:
+    return statistics.median(steady(times))
 
 
 def nanogpt_as_lmplanes(checkpoint: Path) -> torch.nn.Module:
@@ -137,28 +142,32 @@ def common_val_loss(lm: torch.nn.Module, batches: int) -> float:
     return sum(losses) / len(losses)
 
 
-def report(nano: dict, ours: dict, common: dict, iters: int, ablations: dict, wall: dict) -> str:
+def report(nanos: list[dict], ourses: list[dict], common: dict, iters: int, ablations: dict, wall: dict) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    n_ms, o_ms = median_ms(nano["ms"]), median_ms(ours["ms"])
+    n_ms = statistics.median([ms for run in nanos for ms in steady(run["ms"])])
+    o_ms = statistics.median([ms for run in ourses for ms in steady(run["ms"])])
+    nano, ours = nanos[-1], ourses[-1]
+    rounds = len(nanos)
     tokens = 12 * 64
     preset = specs.load_config("gpt-shakespeare-char", kind="train")
     lines = [
         START,
         "## Training: lmplanes vs nanoGPT on nanoGPT's CPU shakespeare-char recipe",
         "",
-        f"Command: `python benchmarks/bench_train.py --nanogpt PATH --iters {iters}{' --ablate' if ablations else ''} "
-        "--write BENCHMARKS.md`  ",
+        f"Command: `python benchmarks/bench_train.py --nanogpt PATH --iters {iters} --rounds {rounds}"
+        f"{' --ablate' if ablations else ''} --write BENCHMARKS.md`  ",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, Python {sys.version.split()[0]}, "
-        f"{when}. The two runs go one after the other on the same machine; medians leave out the first 10 "
-        "iterations and the evaluation ones.",
+        f"{when}. {rounds} rounds of the two runs in alternation; medians over every round, leaving out the first "
+        "10 iterations of each run and the evaluation ones. Per-round medians (nanoGPT / lmplanes): "
+        + ", ".join(f"{median_ms(n['ms']):.2f} / {median_ms(o['ms']):.2f} ms" for n, o in zip(nanos, ourses)) + ".",
         "",
         "| | nanoGPT (README CPU command) | lmplanes (`lmplanes train gpt-shakespeare-char`) | ratio |",
         "| --- | --- | --- | --- |",
         f"| median ms / iteration | {n_ms:.2f} | {o_ms:.2f} | {o_ms / n_ms:.2f} |",
         f"| tokens / s (12 x 64 per iteration) | {tokens / n_ms * 1e3:,.0f} | {tokens / o_ms * 1e3:,.0f} | "
         f"{n_ms / o_ms:.2f}x |",
-        f"| wall time of the whole run | {wall['nanogpt']:.0f} s | {wall['lmplanes']:.0f} s | "
-        f"{wall['lmplanes'] / wall['nanogpt']:.2f} |",
+        f"| wall time of a whole run (last round; lmplanes' includes compiling) | {wall['nanogpt']:.0f} s | "
+        f"{wall['lmplanes']:.0f} s | {wall['lmplanes'] / wall['nanogpt']:.2f} |",
         f"| val loss at iteration {iters}, as each reports it (20 batches) | {nano['val'].get(iters, float('nan')):.4f} | "
         f"{ours['val'].get(iters, float('nan')):.4f} | |",
         f"| val loss at iteration {iters}, both models on the same 200 batches | {common['nanogpt']:.4f} | "
@@ -180,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
     parser.add_argument("--iters", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2, help="how many times to run the pair, alternating")
     parser.add_argument("--ablate", action="store_true", help="also time the preset with one setting turned back")
     parser.add_argument("--write", type=Path, default=None, help="replace the training section of this markdown file")
     args = parser.parse_args(argv)
@@ -188,22 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         work = prepare_nanogpt(args.nanogpt, scratch)
-        started = time.perf_counter()
-        nano = run_nanogpt(work, args.iters)
-        wall = {"nanogpt": time.perf_counter() - started}
-        started = time.perf_counter()
-        ours = run_lmplanes(scratch, "lmplanes", args.iters, [])
-        wall["lmplanes"] = time.perf_counter() - started
+        nanos, ourses, wall = [], [], {}
+        for round_ in range(args.rounds):
+            started = time.perf_counter()
+            nanos.append(run_nanogpt(work, args.iters))
+            wall["nanogpt"] = time.perf_counter() - started
+            started = time.perf_counter()
+            ourses.append(run_lmplanes(scratch, f"lmplanes-{round_}", args.iters, []))
+            wall["lmplanes"] = time.perf_counter() - started
         common = {
-            "nanogpt": common_val_loss(nanogpt_as_lmplanes(nano["checkpoint"]), 200),
-            "lmplanes": common_val_loss(model.load_checkpoint(ours["checkpoint"]), 200),
+            "nanogpt": common_val_loss(nanogpt_as_lmplanes(nanos[-1]["checkpoint"]), 200),
+            "lmplanes": common_val_loss(model.load_checkpoint(ourses[-1]["checkpoint"]), 200),
         }
         ablations = {}
         if args.ablate:
             ablations["preset"] = median_ms(run_lmplanes(scratch, "ablate-preset", 300, [])["ms"])
             for name, overrides in ABLATIONS.items():
                 ablations[name] = median_ms(run_lmplanes(scratch, f"ablate-{len(ablations)}", 300, overrides)["ms"])
-    section = report(nano, ours, common, args.iters, ablations, wall)
+    section = report(nanos, ourses, common, args.iters, ablations, wall)
     print(section)
     if args.write is not None:
         write_section(args.write, section, START, END)

@@ -16,7 +16,7 @@ from specs.config_files import atomic_write_text
 log = logging.getLogger(__name__)
 
 JSONL, CSV, PLOT, TENSORBOARD = "metrics.jsonl", "metrics.csv", "loss.png", "tensorboard"
-COLUMNS = ("step", "train_loss", "val_loss", "lr", "step_ms", "tokens_per_s", "mfu", "grad_norm")
+COLUMNS = ("step", "train_loss", "val_loss", "val_perplexity", "lr", "step_ms", "tokens_per_s", "mfu", "grad_norm")
 
 
 class MetricsLog:

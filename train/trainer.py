@@ -154,6 +154,7 @@ class Trainer:
                 due_eval = done % cfg.eval_every == 0 or done == cfg.max_steps
                 if due_eval:
                     val_loss = row["val_loss"] = self._evaluate(model, streams.val)
+                    row["val_perplexity"] = math.exp(min(val_loss, 50.0))
                 metrics.log(row)
                 bar.update(1)
                 bar.set_postfix(_postfix(row), refresh=False)

@@ -38,6 +38,15 @@ def _checkpointed(forward: Callable[..., torch.Tensor], *args: Any, **kwargs: An
 
 def compile_model(model: nn.Module) -> nn.Module:
     """``torch.compile`` of the model's forward, in place (``nn.Module.compile``): the module, its parameter
-    names and its checkpoints stay the same object and names."""
+    names and its checkpoints stay the same object and names.
+
+    On the CPU, embedding lookups stay outside the compiled graph: Inductor turns an embedding's backward into a
+    scatter-add with atomic updates, which there is about ten times slower than PyTorch's own sort-based kernel
+    (shakespeare-char: 1 ms of a 19 ms step; BENCHMARKS.md). Two graph breaks cost far less.
+    """
+    if next(model.parameters()).device.type == "cpu":
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                module.forward = torch.compiler.disable(module.forward, recursive=False)  # type: ignore[method-assign]
     model.compile()
     return model

@@ -48,7 +48,9 @@ def test_a_run_leaves_metrics_checkpoints_and_curves(tmp_path):
         assert all(isinstance(r[key], float) for r in logged), key
     assert [r["step"] for r in logged if "val_loss" in r] == [4, 8, 12]
     assert logged[-1]["train_loss"] < logged[0]["train_loss"] - 0.5  # it learns (4.2 -> ~2.9 in 12 steps)
-    assert (run / "metrics.csv").read_text().splitlines()[0] == "step,train_loss,val_loss,lr,step_ms,tokens_per_s,mfu,grad_norm"
+    assert all(r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"])) for r in logged if "val_loss" in r)
+    header = "step,train_loss,val_loss,val_perplexity,lr,step_ms,tokens_per_s,mfu,grad_norm"
+    assert (run / "metrics.csv").read_text().splitlines()[0] == header
     assert len((run / "metrics.csv").read_text().splitlines()) == 13
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((run / "tensorboard").iterdir())
@@ -174,7 +176,30 @@ def test_the_preset_settings_compile_and_train_in_bfloat16(tmp_path):
     """The preset's own CPU settings (bfloat16 autocast, torch.compile after an eager warm-up): a short run
     learns, and its losses stay within bfloat16 noise of a float32 eager run of the same steps."""
     fast = Trainer(config("precision=bfloat16", "compile=true"), tmp_path / "fast", STORE, progress=False).fit()
-    plain = Trainer(config(), tmp_path / "plain", STORE, progress=False).fit()
+    Trainer(config(), tmp_path / "plain", STORE, progress=False).fit()
     assert fast.final_train_loss < rows(tmp_path / "fast")[0]["train_loss"] - 0.5
     for a, b in zip(rows(tmp_path / "fast"), rows(tmp_path / "plain")):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05, a["step"]
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_latest(tmp_path, monkeypatch):
+    """A crash while writing the step-8 checkpoint: step 4 stays intact, named by LATEST, and a resume
+    continues from it."""
+    run = tmp_path / "run"
+    real_save = STORE.save
+
+    class Boom(RuntimeError):
+        pass
+
+    def failing_save(model_, path, **kw):
+        if Path(path).name == "step-00000008":
+            raise Boom("disk gone")
+        return real_save(model_, path, **kw)
+
+    monkeypatch.setattr(STORE, "save", failing_save)
+    with pytest.raises(Boom):
+        Trainer(config(), run, STORE, progress=False).fit()
+    assert (run / "checkpoints" / "LATEST").read_text().strip() == "step-00000004"
+    assert not (run / "checkpoints" / "step-00000008").exists()
+    monkeypatch.setattr(STORE, "save", real_save)
+    assert Trainer.resume(run, STORE, progress=False).steps == 12
