@@ -13,25 +13,52 @@ from specs.config_io import FieldProblem, config_kind, register_migration
 from specs.kernel_names import kernel_name_problem
 
 
+RopeScaling = Literal["none", "linear", "ntk", "dynamic", "llama3", "yarn"]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RoPEConfig:
     """Rotary position embedding, in the rotate-half layout Hugging Face Llama uses.
 
-    ``scaling`` stretches the usable context: ``linear`` divides positions by ``factor`` (position
-    interpolation); ``ntk`` raises the base to ``theta * factor ** (d / (d - 2))`` (NTK-aware scaling).
+    ``scaling`` stretches the usable context by ``factor``: ``linear`` divides positions by it (position
+    interpolation); ``ntk`` raises the base to ``theta * factor ** (d / (d - 2))`` (NTK-aware); ``dynamic`` does
+    the NTK stretch only past ``original_max_seq_len``, by how far the sequence goes; ``llama3`` interpolates
+    the low frequencies (wavelengths past ``original_max_seq_len / low_freq_factor``), keeps the high ones
+    (below ``original_max_seq_len / high_freq_factor``) and blends in between, as Llama 3.1 does; ``yarn``
+    blends interpolation and extrapolation per frequency between ``beta_slow`` and ``beta_fast`` rotations and
+    scales the attention logits by ``attention_factor`` (default ``0.1 ln(factor) + 1``). ``local_theta``: the
+    base of sliding-window layers when it differs from the global layers' (Gemma 3).
     """
 
     theta: float = 10000.0
-    scaling: Literal["none", "linear", "ntk"] = "none"
+    scaling: RopeScaling = "none"
     factor: float = 1.0
+    original_max_seq_len: int | None = None  # llama3, yarn, dynamic: the context the model was trained at
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    beta_fast: float = 32.0  # yarn
+    beta_slow: float = 1.0  # yarn
+    attention_factor: float | None = None  # yarn
+    local_theta: float | None = None
 
     def __post_init__(self) -> None:
-        if self.theta <= 0:
-            raise FieldProblem("theta", f"must be > 0, got {self.theta}")
+        for name in ("theta", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow"):
+            if getattr(self, name) <= 0:
+                raise FieldProblem(name, f"must be > 0, got {getattr(self, name)}")
         if self.factor < 1.0:
             raise FieldProblem("factor", f"must be >= 1, got {self.factor}")
         if self.scaling == "none" and self.factor != 1.0:
-            raise FieldProblem("factor", f"is {self.factor} but scaling is 'none'; set scaling to 'linear' or 'ntk'")
+            raise FieldProblem("factor", f"is {self.factor} but scaling is 'none'; choose a scaling to stretch with")
+        if self.scaling in ("dynamic", "llama3", "yarn") and self.original_max_seq_len is None:
+            raise FieldProblem("original_max_seq_len", f"{self.scaling!r} scaling needs the context the model was trained at")
+        if self.original_max_seq_len is not None and self.original_max_seq_len < 1:
+            raise FieldProblem("original_max_seq_len", f"must be >= 1, got {self.original_max_seq_len}")
+        if self.high_freq_factor <= self.low_freq_factor and self.scaling == "llama3":
+            raise FieldProblem("high_freq_factor", f"({self.high_freq_factor}) must exceed low_freq_factor ({self.low_freq_factor})")
+        if self.attention_factor is not None and self.attention_factor <= 0:
+            raise FieldProblem("attention_factor", f"must be > 0, got {self.attention_factor}")
+        if self.local_theta is not None and self.local_theta <= 0:
+            raise FieldProblem("local_theta", f"must be > 0, got {self.local_theta}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,10 +68,13 @@ class AttentionConfig:
     n_heads: int
     n_kv_heads: int | None = None  # None: same as n_heads (MHA)
     head_dim: int | None = None  # None: d_model // n_heads
-    bias: bool = False
+    bias: bool = False  # on the q, k, v projections (and the output projection unless out_bias says otherwise)
+    out_bias: bool | None = None  # None: same as bias (Qwen 2 has q/k/v biases but none on the output)
     qk_norm: bool = False  # RMSNorm over the head dim of q and k, before RoPE
     softcap: float | None = None  # attention logits -> softcap * tanh(logits / softcap)
+    scale: float | None = None  # logits = q.k * scale; None: 1 / sqrt(head_dim) (Gemma: query_pre_attn_scalar ** -0.5)
     window: int | None = None  # sliding window: a query sees the last `window` keys, itself included
+    global_every: int | None = None  # with a window: layer i attends globally iff (i + 1) % global_every == 0
     dropout: float = 0.0
     kernel: str = "auto"  # a name in kernel.registry, or "auto"
 
@@ -64,6 +94,13 @@ class AttentionConfig:
             raise FieldProblem("softcap", f"must be > 0, got {self.softcap}")
         if self.window is not None and self.window < 1:
             raise FieldProblem("window", f"must be >= 1, got {self.window}")
+        if self.global_every is not None:
+            if self.window is None:
+                raise FieldProblem("global_every", "is set but there is no window for the other layers")
+            if self.global_every < 1:
+                raise FieldProblem("global_every", f"must be >= 1, got {self.global_every}")
+        if self.scale is not None and self.scale <= 0:
+            raise FieldProblem("scale", f"must be > 0, got {self.scale}")
         if not 0.0 <= self.dropout < 1.0:
             raise FieldProblem("dropout", f"must be in [0, 1), got {self.dropout}")
         if (problem := kernel_name_problem(self.kernel)) is not None:
@@ -72,6 +109,16 @@ class AttentionConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
+
+    @property
+    def output_bias(self) -> bool:
+        return self.bias if self.out_bias is None else self.out_bias
+
+    def layer_window(self, layer: int) -> int | None:
+        """The window of layer ``layer`` (0-based), or None when it attends globally."""
+        if self.window is None or (self.global_every is not None and (layer + 1) % self.global_every == 0):
+            return None
+        return self.window
 
     def kernel_features(self) -> frozenset[str]:
         """The kernel features (:data:`specs.attention.FEATURES`) every call of a layer with this config needs,
@@ -82,9 +129,10 @@ class AttentionConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MLPConfig:
-    """Feed-forward: ``gelu`` is fc -> GELU -> proj; ``swiglu`` is down(silu(gate(x)) * up(x))."""
+    """Feed-forward: ``gelu`` is fc -> GELU -> proj; ``swiglu`` is down(silu(gate(x)) * up(x)); ``geglu`` is
+    down(gelu(gate(x)) * up(x)) (Gemma, with the tanh approximation)."""
 
-    kind: Literal["gelu", "swiglu"] = "gelu"
+    kind: Literal["gelu", "swiglu", "geglu"] = "gelu"
     hidden: int | None = None  # None: 4 * d_model
     bias: bool = False
     gelu_approximate: Literal["none", "tanh"] = "none"
@@ -94,17 +142,19 @@ class MLPConfig:
             raise FieldProblem("hidden", f"must be >= 1, got {self.hidden}")
 
 
-@config_kind("model", version=2)
+@config_kind("model", version=3)
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelConfig:
-    """A transformer language model. ``architecture`` picks the assembler in the ``model`` plane."""
+    """A transformer language model. ``architecture`` picks the assembler in the ``model`` plane: ``decoder``
+    (causal LM, ``head: lm``) or ``encoder`` (bidirectional, BERT style: ``head: none`` for hidden states, or
+    ``mlm`` for the masked-LM head)."""
 
     KIND: ClassVar[str]  # set by config_kind
     VERSION: ClassVar[int]
 
-
     name: str = ""
-    architecture: Literal["decoder"] = "decoder"
+    architecture: Literal["decoder", "encoder"] = "decoder"
+    head: Literal["lm", "mlm", "none"] = "lm"
     vocab_size: int
     d_model: int
     n_layers: int
@@ -116,9 +166,14 @@ class ModelConfig:
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     norm_eps: float = 1e-5
     norm_bias: bool = False  # LayerNorm only
-    residual: Literal["pre", "post"] = "pre"
+    norm_weight_offset: float = 0.0  # RMSNorm scales by (offset + weight): Gemma stores weights around 0, offset 1
+    residual: Literal["pre", "post", "sandwich"] = "pre"  # sandwich: pre-norm plus a norm on each branch's output
     final_norm: bool = True
     tie_embeddings: bool = False
+    type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT); 0: none
+    embedding_norm: bool = False  # a norm on the summed embeddings (BERT)
+    embedding_scale: float | None = None  # token embeddings times this (Gemma: sqrt(d_model))
+    final_softcap: float | None = None  # logits -> final_softcap * tanh(logits / final_softcap) (Gemma 2)
     dropout: float = 0.0  # embedding and residual-branch dropout
     drop_path: float = 0.0  # stochastic depth, linearly increasing to this rate at the last layer
     init_std: float = 0.02
@@ -151,6 +206,19 @@ class ModelConfig:
             raise FieldProblem("norm_eps", f"must be > 0, got {self.norm_eps}")
         if self.init_std < 0:
             raise FieldProblem("init_std", f"must be >= 0, got {self.init_std}")
+        if (self.architecture == "decoder") != (self.head == "lm"):
+            want = "lm" if self.architecture == "decoder" else "none' or 'mlm"
+            raise FieldProblem("head", f"a{'n' if self.architecture == 'encoder' else ''} {self.architecture} takes head '{want}', got {self.head!r}")
+        if self.type_vocab_size < 0:
+            raise FieldProblem("type_vocab_size", f"must be >= 0, got {self.type_vocab_size}")
+        for name in ("embedding_scale", "final_softcap"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise FieldProblem(name, f"must be > 0, got {value}")
+        if self.norm_weight_offset and self.norm != "rmsnorm":
+            raise FieldProblem("norm_weight_offset", "applies to RMSNorm only")
+        if self.rope is not None and self.rope.local_theta is not None and self.attention.window is None:
+            raise FieldProblem("rope.local_theta", "is set but no layer has a sliding window")
 
     @property
     def head_dim(self) -> int:
@@ -195,3 +263,9 @@ def _model_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
     if new.get("positions", "rope") == "rope":
         new["rope"] = {"theta": theta}
     return new
+
+
+@register_migration("model", from_version=2)
+def _model_v2_to_v3(old: dict[str, Any]) -> dict[str, Any]:
+    """v3 adds options (encoders, Gemma/Qwen options, more RoPE scalings) whose defaults are v2's behaviour."""
+    return dict(old)

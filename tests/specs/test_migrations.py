@@ -14,14 +14,14 @@ def test_v1_llama_tiny_file_equals_the_preset(data_dir):
     assert yaml.safe_load(path.read_text(encoding="utf-8"))["version"] == 1
     cfg = load_config(path)
     assert cfg == load_preset("llama-tiny")
-    assert to_dict(cfg)["version"] == 2
+    assert to_dict(cfg)["version"] == 3
 
 
 def test_v1_llama_tiny_file_resaves_as_v2(data_dir, tmp_path):
     cfg = load_config(data_dir / "llama-tiny.v1.yaml")
     out = dump_config(cfg, tmp_path / "llama-tiny.v2.yaml")
     data = yaml.safe_load(out.read_text(encoding="utf-8"))
-    assert data["version"] == 2 and data["attention"]["n_kv_heads"] == 2 and data["mlp"]["kind"] == "swiglu"
+    assert data["version"] == 3 and data["attention"]["n_kv_heads"] == 2 and data["mlp"]["kind"] == "swiglu"
     assert "n_heads" not in data and "rope_theta" not in data
     assert load_config(out) == cfg
 
@@ -109,10 +109,10 @@ def test_v1_file_without_version(tmp_path, data_dir):
 
 def test_newer_version_file(tmp_path):
     path = dump_config(load_preset("llama-tiny"), tmp_path / "v3.json")
-    path.write_text(path.read_text(encoding="utf-8").replace('"version": 2', '"version": 3'), encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8").replace('"version": 3', '"version": 4'), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert info.value.problems == [("version", "3 is newer than this lmplanes understands (2); upgrade lmplanes")]
+    assert info.value.problems == [("version", "4 is newer than this lmplanes understands (3); upgrade lmplanes")]
     assert str(path) in str(info.value)
 
 

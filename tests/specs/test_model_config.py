@@ -146,7 +146,7 @@ def test_unknown_key_far_from_everything_lists_valid_keys():
         ({"norm_eps": "1e-5"}, "norm_eps", "valid number"),
         ({"rope__theta": "big"}, "rope.theta", "valid number"),
         ({"name": 3}, "name", "valid string"),
-        ({"mlp__kind": "relu"}, "mlp.kind", "'gelu' or 'swiglu'"),
+        ({"mlp__kind": "relu"}, "mlp.kind", "'gelu', 'swiglu' or 'geglu'"),
         ({"positions": "alibi"}, "positions", "'rope', 'learned', 'sinusoidal' or 'none'"),
         ({"norm": "batchnorm"}, "norm", "'rmsnorm' or 'layernorm'"),
         ({"dtype": "float64"}, "dtype", "'float32', 'bfloat16' or 'float16'"),
