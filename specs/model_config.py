@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Literal
 from specs.config_io import FieldProblem, config_kind, register_migration
 from specs.kernel_names import kernel_name_problem
 
-
 RopeScaling = Literal["none", "linear", "ntk", "dynamic", "llama3", "yarn"]
 
 
