@@ -104,11 +104,13 @@ def model_configs(draw: st.DrawFn) -> ModelConfig:
 
 @st.composite
 def generation_configs(draw: st.DrawFn) -> GenerationConfig:
-    temperature = draw(st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=10.0, allow_nan=False)))
-    sampling = temperature > 0
+    sampling = draw(st.booleans())
     return GenerationConfig(
         max_new_tokens=draw(st.integers(1, 1 << 20)),
-        temperature=temperature,
+        do_sample=sampling,
+        temperature=draw(st.floats(min_value=1e-6, max_value=10.0, allow_nan=False)),
+        min_p=draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0, allow_nan=False))) if sampling else None,
+        stop=tuple(draw(st.lists(st.text(min_size=1, max_size=5), max_size=3))),
         top_k=draw(st.one_of(st.none(), st.integers(1, 1000))) if sampling else None,
         top_p=draw(st.one_of(st.none(), st.floats(min_value=1e-6, max_value=1.0, allow_nan=False)))
         if sampling
@@ -485,9 +487,9 @@ def test_apply_overrides_revalidates(items, path):
 
 
 def test_apply_overrides_on_generation_config():
-    cfg = apply_overrides(GenerationConfig(), ["temperature=0.7", "top_k=50", "eos_token_ids=[2, 3]"])
-    assert cfg == GenerationConfig(temperature=0.7, top_k=50, eos_token_ids=(2, 3))
-    with pytest.raises(ConfigError, match="temperature"):
+    cfg = apply_overrides(GenerationConfig(), ["do_sample=true", "temperature=0.7", "top_k=50", "eos_token_ids=[2, 3]"])
+    assert cfg == GenerationConfig(do_sample=True, temperature=0.7, top_k=50, eos_token_ids=(2, 3))
+    with pytest.raises(ConfigError, match="top_k: only applies when sampling"):
         apply_overrides(GenerationConfig(), ["top_k=50"])
 
 
