@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from serve.processing import process
+from serve.prompts import allow_mask, prompt_mask
 from specs.generation_config import GenerationConfig
 from specs.protocols import CausalLM
 
@@ -29,11 +30,9 @@ def beam_search(
     model: CausalLM, input_ids: torch.Tensor, cfg: GenerationConfig, *, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``(B, T + new)``: each prompt and its best hypothesis, filled with ``cfg.fill_id`` after its end."""
-    from serve.generate import _allow, _mask  # the same prompt checks as greedy and sampling
-
     batch, prompt_len = input_ids.shape
     k, vocab = cfg.num_beams, model.config.vocab_size
-    mask = _mask(input_ids, attention_mask).repeat_interleave(k, dim=0)
+    mask = prompt_mask(input_ids, attention_mask).repeat_interleave(k, dim=0)
     max_len = prompt_len + cfg.max_new_tokens
     if max_len > model.config.max_seq_len:
         raise ValueError(f"a prompt of {prompt_len} tokens plus max_new_tokens {cfg.max_new_tokens} exceeds the "
@@ -58,7 +57,7 @@ def beam_search(
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     cache = model.new_cache(batch * k, max_len)
     logits = model(running[:, :, :prompt_len].flatten(0, 1), cache=cache, positions=positions,
-                   attn_mask=_allow(keys) if padded else None)[:, -1]
+                   attn_mask=allow_mask(keys) if padded else None)[:, -1]
     position = positions[:, -1:]
     offsets = torch.arange(batch, device=device)[:, None] * k
     for cur in range(prompt_len, max_len):
@@ -99,7 +98,7 @@ def beam_search(
         keys = torch.cat([keys, keys.new_ones(batch * k, 1)], dim=1)
         position = position + 1
         logits = model(running[:, :, cur].reshape(-1, 1), cache=cache, positions=position,
-                       attn_mask=_allow(keys) if padded else None)[:, -1]
+                       attn_mask=allow_mask(keys) if padded else None)[:, -1]
 
     generated = int(done_lengths[:, 0].max())
     return done[:, 0, : prompt_len + generated]

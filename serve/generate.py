@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 
 from serve.processing import pick, process
+from serve.prompts import allow_mask, prompt_mask
 from specs.generation_config import GenerationConfig
 from specs.protocols import CausalLM
 
@@ -58,7 +59,7 @@ def stream(
     if cfg.stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer to read the generated text (tokenizer=...)")
     ids = _repeat(input_ids, cfg.n)
-    mask = _repeat(_mask(input_ids, attention_mask), cfg.n)
+    mask = _repeat(prompt_mask(input_ids, attention_mask), cfg.n)
     rows, prompt_len = ids.shape
     total = prompt_len + cfg.max_new_tokens
     limit = model.config.max_seq_len
@@ -79,7 +80,7 @@ def stream(
     produced: list[list[int]] = [[] for _ in range(rows)]
 
     cache = model.new_cache(rows, total)
-    logits = model(ids, cache=cache, positions=positions, attn_mask=_allow(keys) if padded else None)[:, -1]
+    logits = model(ids, cache=cache, positions=positions, attn_mask=allow_mask(keys) if padded else None)[:, -1]
     next_position = positions[:, -1:] + 1
     for step in range(cfg.max_new_tokens):
         scores = process(logits.float(), sequences, counts, cfg)
@@ -95,31 +96,12 @@ def stream(
             return
         keys = torch.cat([keys, keys.new_ones(rows, 1)], dim=1)
         logits = model(token[:, None], cache=cache, positions=next_position,
-                       attn_mask=_allow(keys) if padded else None)[:, -1]
+                       attn_mask=allow_mask(keys) if padded else None)[:, -1]
         next_position = next_position + 1
-
-
-def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be (B, T) with T >= 1, got shape {list(input_ids.shape)}")
-    if attention_mask is None:
-        return torch.ones_like(input_ids)
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {list(attention_mask.shape)}, input_ids {list(input_ids.shape)}")
-    mask = attention_mask.long()
-    # Left padding only: once a row's tokens start, no padding follows (the mask never goes back down).
-    if bool((mask[:, 1:] < mask[:, :-1]).any()) or bool((mask.sum(dim=-1) == 0).any()):
-        raise ValueError("attention_mask must be left padding (0s, then 1s) with at least one token per row")
-    return mask
 
 
 def _repeat(t: torch.Tensor, n: int) -> torch.Tensor:
     return t if n == 1 else t.repeat_interleave(n, dim=0)
-
-
-def _allow(keys: torch.Tensor) -> torch.Tensor:
-    """``(R, S)`` real-token flags -> a ``(R, 1, 1, S)`` allow mask over the keys."""
-    return keys[:, None, None, :]
 
 
 def _stop_hits(
