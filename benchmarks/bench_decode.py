@@ -1,0 +1,181 @@
+"""Batch-1 decoding against Hugging Face ``generate``, side by side, on llama-55m (same weights in both).
+
+    python benchmarks/bench_decode.py [--rounds 5] [--prompt 128] [--new 128] [--dtypes float32 bfloat16] [--write BENCHMARKS.md]
+
+For each dtype: ``serve.generate`` eager, ``serve.generate`` through ``serve.compile_decoding``, and
+``transformers`` ``generate`` (greedy, its default cache, its default attention), with the same random prompt,
+``max_new_tokens`` new tokens (``min_new_tokens`` too, so that no contender stops early). Contenders alternate
+within every round, so a slow spell of a shared machine hits all of them. Reported per contender, medians over
+rounds: time to first token (the prompt's forward and the first pick), decode tokens/s over the remaining
+tokens, and the ratio of decode tokens/s to Hugging Face's (above 1.0: lmplanes is faster).
+
+The memory-bandwidth bound: decoding one token reads every weight once (the embedding table aside: one row),
+so tokens/s cannot pass ``streaming read bandwidth / weight bytes``; the bandwidth is measured in the same run
+(a sum over a 512 MiB tensor with the same threads) and each contender's fraction of the bound is shown.
+Outputs are checked to be token for token equal to Hugging Face's in float32 (greedy, same weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from bench_spine import cpu_name, write_section
+
+import model
+import serve
+import specs
+from specs import GenerationConfig
+
+START, END = "<!-- bench:decode:start -->", "<!-- bench:decode:end -->"
+
+
+def read_bandwidth(repeats: int = 7) -> float:
+    """Bytes per second of a streaming read (the median of summing a 512 MiB float32 tensor)."""
+    x = torch.ones(128 * 1024 * 1024)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - start)
+    return x.numel() * x.element_size() / statistics.median(times)
+
+
+def weight_bytes(lm: torch.nn.Module) -> int:
+    """Bytes read per decoded token: every parameter but the input embedding table (one row of it is read)."""
+    embedding = {id(p) for m in lm.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    head = {id(p) for p in lm.output_head().parameters()}
+    return sum(p.numel() * p.element_size() for p in lm.parameters() if id(p) not in embedding or id(p) in head)
+
+
+def time_ours(lm, ids: torch.Tensor, cfg: GenerationConfig) -> tuple[float, float, torch.Tensor]:
+    """(time to first token, decode tokens/s after it, the tokens) for one ``serve.stream``."""
+    start = time.perf_counter()
+    steps = serve.stream(lm, ids, cfg)
+    tokens = [next(steps)]
+    first = time.perf_counter()
+    tokens.extend(steps)
+    end = time.perf_counter()
+    return first - start, (len(tokens) - 1) / (end - first), torch.stack(tokens, dim=1)
+
+
+def time_hf(hf, ids: torch.Tensor, new: int) -> tuple[float, float, torch.Tensor]:
+    """The same for ``generate``: the first token is timed as a ``max_new_tokens=1`` call, the decode rate over
+    the difference to the full call."""
+    def run(n: int) -> tuple[float, torch.Tensor]:
+        start = time.perf_counter()
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                          do_sample=False, pad_token_id=0)
+        return time.perf_counter() - start, out[:, ids.shape[1]:]
+
+    first, _ = run(1)
+    total, tokens = run(new)
+    return first, (new - 1) / (total - first), tokens
+
+
+def bench_dtype(lm: torch.nn.Module, hf_dir: Path, dtype: torch.dtype, args: argparse.Namespace) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    ours = lm.to(dtype)
+    compiled = serve.compile_decoding(ours)
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).eval()
+    ids = torch.randint(3, lm.config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(0))
+    cfg = GenerationConfig(max_new_tokens=args.new, eos_token_ids=())
+    contenders: dict[str, Callable[[], tuple[float, float, torch.Tensor]]] = {
+        "lmplanes eager": lambda: time_ours(ours, ids, cfg),
+        "lmplanes compiled": lambda: time_ours(compiled, ids, cfg),
+        "transformers generate": lambda: time_hf(hf, ids, args.new),
+    }
+    for run in contenders.values():  # warm-up: compilation, allocator, oneDNN primitive caches
+        run()
+    firsts: dict[str, list[float]] = {name: [] for name in contenders}
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    outputs = {}
+    for _ in range(args.rounds):
+        for name, run in contenders.items():
+            first, rate, outputs[name] = run()
+            firsts[name].append(first)
+            rates[name].append(rate)
+    reference = outputs["transformers generate"]
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "bytes": weight_bytes(ours),
+        "first_ms": {n: 1e3 * statistics.median(v) for n, v in firsts.items()},
+        "rate": {n: statistics.median(v) for n, v in rates.items()},
+        "rates": rates,
+        "same_tokens": {n: torch.equal(out, reference) for n, out in outputs.items()},
+    }
+
+
+def report(results: list[dict], bandwidth: float, args: argparse.Namespace, command: str) -> str:
+    lines = [
+        START,
+        "## Serve: batch-1 decoding, llama-55m, against transformers `generate` (CPU)",
+        "",
+        f"Command: `python benchmarks/bench_decode.py {command}`  ",
+        f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"transformers {_transformers_version()}, Python {sys.version.split()[0]}, {dt.date.today()}. "
+        f"Prompt {args.prompt} random tokens, {args.new} new tokens, greedy; medians of {args.rounds} rounds, "
+        "contenders alternating within each round. Streaming read bandwidth measured in the same run: "
+        f"{bandwidth / 1e9:.1f} GB/s.",
+        "",
+        "| dtype | contender | time to first token | decode tok/s | vs transformers | fraction of the bandwidth bound | tokens equal to transformers' |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        bound = bandwidth / r["bytes"]
+        hf_rate = r["rate"]["transformers generate"]
+        for name, rate in r["rate"].items():
+            lines.append(
+                f"| {r['dtype']} | {name} | {r['first_ms'][name]:.1f} ms | {rate:.1f} | {rate / hf_rate:.2f}x | "
+                f"{rate / bound:.0%} (bound {bound:.0f} tok/s for {r['bytes'] / 1e6:.1f} MB) | "
+                f"{'yes' if r['same_tokens'][name] else 'no'} |"
+            )
+    lines += [
+        "",
+        "Per-round decode tok/s: " + "; ".join(
+            f"{r['dtype']} {name}: " + ", ".join(f"{v:.0f}" for v in values)
+            for r in results for name, values in r["rates"].items()
+        ) + ".",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--write", type=Path, default=None, help="replace the decode section of this markdown file")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    lm = model.build(specs.load_preset("llama-55m")).eval()
+    bandwidth = read_bandwidth()
+    with tempfile.TemporaryDirectory() as scratch:
+        hf_dir = model.to_hf(lm, Path(scratch) / "hf")
+        results = [bench_dtype(lm, hf_dir, getattr(torch, name), args) for name in args.dtypes]
+    command = f"--rounds {args.rounds} --prompt {args.prompt} --new {args.new} --dtypes {' '.join(args.dtypes)}"
+    section = report(results, bandwidth, args, command + (f" --write {args.write}" if args.write else ""))
+    print(section)
+    if args.write:
+        write_section(args.write, section, START, END)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

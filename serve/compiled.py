@@ -1,0 +1,87 @@
+"""A compiled decode step, applied from outside: ``compile_decoding(model)`` is a :class:`specs.CausalLM` that
+runs every one-token step with a cache through ``torch.compile`` and everything else (prefill, full forwards)
+eagerly, so ``generate``, ``stream``, beam search and speculative decoding use it unchanged.
+
+The step compiles once per cache size: the caches it makes are ``fixed_shapes`` (gpt-fast style: every step
+reads whole buffers with per-row valid lengths, no host syncs), and their length is rounded up to a power of
+two (at least 64, at most the model's context), so prompts of any length share a handful of graphs. Attention
+over the unused tail of the buffer is masked, and cheap next to reading the weights once per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from specs.cache import KVCache
+from specs.protocols import CausalLM
+
+_SMALLEST_CACHE = 64
+
+
+class CompiledDecoding:
+    """``model`` with its one-token decode steps compiled. Attributes other than the ones below are the
+    model's (``config``, ``output_head``, ...)."""
+
+    def __init__(self, model: CausalLM, *, mode: str | None = None, backend: str | Callable = "inductor") -> None:
+        self.model = model
+        self.config = model.config
+        # dynamic=False: a step has the same shapes every time (the cache's are fixed), so no symbolic shapes.
+        self._step = torch.compile(self._decode, fullgraph=True, dynamic=False, mode=mode, backend=backend)
+
+    def _decode(
+        self, token: torch.Tensor, cache: KVCache, positions: torch.Tensor | None, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.model(token, cache=cache, positions=positions, attn_mask=attn_mask)
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if cache is not None and getattr(cache, "fixed_shapes", False):
+            if attn_mask is not None:
+                attn_mask = _widen(attn_mask, cache.max_len)
+            if input_ids.shape[1] == 1 and not kwargs:
+                return self._step(input_ids, cache, positions, attn_mask)
+        return self.model(input_ids, cache=cache, positions=positions, attn_mask=attn_mask, **kwargs)
+
+    def new_cache(
+        self,
+        batch: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        fixed_shapes: bool = True,
+    ) -> KVCache:
+        """A fixed-shape cache of at least ``max_len`` tokens (rounded up to a power of two, see the module)."""
+        bucket = max(_SMALLEST_CACHE, 1 << (max_len - 1).bit_length())
+        size = max(max_len, min(bucket, self.config.max_seq_len))
+        return self.model.new_cache(batch, size, dtype=dtype, device=device, fixed_shapes=fixed_shapes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def _widen(attn_mask: torch.Tensor, width: int) -> torch.Tensor:
+    """A decode loop's allow mask covers the keys written so far; a fixed-shape cache returns all ``width``
+    slots, and the ones not written yet are never allowed."""
+    missing = width - attn_mask.shape[-1]
+    if missing <= 0:
+        return attn_mask
+    return torch.cat([attn_mask, attn_mask.new_zeros(*attn_mask.shape[:-1], missing)], dim=-1)
+
+
+def compile_decoding(
+    model: CausalLM, *, mode: str | None = None, backend: str | Callable = "inductor"
+) -> CompiledDecoding:
+    """``model`` with its decode steps compiled (``mode`` and ``backend`` as ``torch.compile`` takes them, e.g.
+    ``mode="max-autotune-no-cudagraphs"``). The first step at each cache size pays for compilation."""
+    return CompiledDecoding(model, mode=mode, backend=backend)

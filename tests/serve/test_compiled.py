@@ -1,0 +1,66 @@
+"""``serve.compile_decoding``: one graph per cache size, outputs equal to eager decoding in every decode loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import model
+import serve
+import specs
+from specs import GenerationConfig
+
+ATOL = 1e-5  # fp32: the compiled step reads whole fixed-size buffers with masked tails, same arithmetic
+
+
+def _lm(seed: int = 0, *overrides: str) -> torch.nn.Module:
+    cfg = specs.apply_overrides(specs.load_preset("llama-tiny"), ["init_std=0.1", *overrides])
+    torch.manual_seed(seed)
+    return model.build(cfg).eval()
+
+
+def _ids(length: int, seed: int, rows: int = 1) -> torch.Tensor:
+    return torch.randint(3, 256, (rows, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_prompts_of_different_lengths_share_one_graph_and_equal_eager(compile_counter):
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, backend=compile_counter)
+    cfg = GenerationConfig(max_new_tokens=12, repetition_penalty=1.2)
+    for length in (3, 9, 20):  # caches of 15, 21, 32 tokens all round up to 64
+        ids = _ids(length, length)
+        assert torch.equal(serve.generate(compiled, ids, cfg), serve.generate(lm, ids, cfg))
+    assert compile_counter.compiles == 1
+
+
+def test_the_compiled_step_gives_the_eager_logits(compile_counter):
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, backend=compile_counter)
+    ids = _ids(16, 0, rows=2)
+    cache = compiled.new_cache(2, 16)
+    assert cache.max_len == 64 and cache.fixed_shapes
+    compiled(ids[:, :6], cache=cache)
+    stepped = torch.cat([compiled(ids[:, i : i + 1], cache=cache) for i in range(6, 16)], dim=1)
+    torch.testing.assert_close(stepped, lm(ids)[:, 6:], atol=ATOL, rtol=0)
+    assert compile_counter.compiles == 1
+
+
+def test_padded_batches_beam_search_and_speculative_decoding_run_through_it(compile_counter):
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, backend=compile_counter)
+    ids, mask = _ids(7, 1, rows=2), torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
+    greedy = GenerationConfig(max_new_tokens=8)
+    assert torch.equal(serve.generate(compiled, ids, greedy, attention_mask=mask),
+                       serve.generate(lm, ids, greedy, attention_mask=mask))
+    beams = GenerationConfig(max_new_tokens=6, num_beams=3, pad_token_id=1)
+    assert torch.equal(serve.generate(compiled, ids, beams), serve.generate(lm, ids, beams))
+    draft = _lm(1, "n_layers=1")
+    spec = serve.speculative_generate(compiled, draft, ids[:1], greedy, k=3)
+    assert torch.equal(spec.sequences, serve.generate(lm, ids[:1], greedy))
+
+
+def test_cache_sizes_round_up_to_a_power_of_two_within_the_context():
+    compiled = serve.compile_decoding(_lm(0, "max_seq_len=100"))
+    assert [compiled.new_cache(1, n).max_len for n in (1, 64, 65, 100)] == [64, 64, 100, 100]
+    with pytest.raises(ValueError):
+        compiled.new_cache(1, 101)
