@@ -169,6 +169,10 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
         backend = tokenizers.Tokenizer.from_file(str(file))
     except Exception as exc:  # the backend's parse errors are bare Exceptions
         raise DataError(f"{file}: not a Hugging Face tokenizer.json ({exc})") from exc
+    # A tokenizer.json may ask for fixed padding and truncation (all-MiniLM-L6-v2's: 128); encode returns the
+    # text's own ids, whole, as transformers' tokenizers do unless a call asks otherwise.
+    backend.no_padding()
+    backend.no_truncation()
     return Tokenizer(backend, **_roles(backend, file.parent / ROLES_FILE))
 
 

@@ -66,6 +66,7 @@ def main(out_dir: Path, steps: int, overrides: list[str]) -> None:
     problems = model.verify_checkpoint(result.latest)
     print(f"checkpoint {result.latest}: {'verified' if not problems else problems}")
     lm = model.load_checkpoint(result.latest)
+    assert isinstance(lm, model.DecoderLM)  # load_checkpoint builds whatever the config says; this one is a decoder
     tokenizer = data.load_tokenizer(result.latest)  # saved beside the weights by the trainer
     prompt = torch.tensor([tokenizer.encode("ROMEO:\n")])
     text = tokenizer.decode(sample(lm, prompt, 200, temperature=0.8, seed=0)[0].tolist())

@@ -1,8 +1,9 @@
-"""Model assemblers (decoder-only LM), checkpoint I/O and Hugging Face interop.
+"""Model assemblers (decoder-only LM, encoder-only BERT style), pooling, checkpoint I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`enable_measured_cpu_linears`, and
-:data:`STORE` (these, for the application planes).
+:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`enable_measured_cpu_linears`, the pooling
+helpers :func:`mean_pool`, :func:`cls_pool`, :func:`l2_normalize`, and :data:`STORE` (these, for the
+application planes).
 """
 
 from model.build import build, count_parameters
@@ -10,7 +11,9 @@ from model.card_writer import make_card
 from model.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from model.cpu_inference import clear_linear_choices, enable_measured_cpu_linears, linear_choices
 from model.decoder import DecoderLM
+from model.encoder import EncoderLM
 from model.hf import from_hf, to_hf
+from model.pooling import cls_pool, l2_normalize, mean_pool
 from model.store import STORE
 from model.temporaries import clean_stale_temporaries
 from specs.errors import CheckpointError
@@ -19,15 +22,19 @@ __all__ = [
     "STORE",
     "CheckpointError",
     "DecoderLM",
+    "EncoderLM",
     "build",
     "clean_stale_temporaries",
     "clear_linear_choices",
+    "cls_pool",
     "count_parameters",
     "enable_measured_cpu_linears",
     "from_hf",
+    "l2_normalize",
     "linear_choices",
     "load_checkpoint",
     "make_card",
+    "mean_pool",
     "save_checkpoint",
     "to_hf",
     "verify_checkpoint",

@@ -5,17 +5,21 @@ from __future__ import annotations
 import torch
 
 from model.decoder import DecoderLM
+from model.encoder import EncoderLM
 from specs.model_config import ModelConfig
 
-ARCHITECTURES: dict[str, type[DecoderLM]] = {"decoder": DecoderLM}
+# Every model a ModelConfig can describe; ``build`` returns one of these, chosen by ``cfg.architecture``.
+LanguageModel = DecoderLM | EncoderLM
+ARCHITECTURES: dict[str, type[DecoderLM] | type[EncoderLM]] = {"decoder": DecoderLM, "encoder": EncoderLM}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build(
     cfg: ModelConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, init: bool = True
-) -> DecoderLM:
-    """Build the model ``cfg`` describes. ``device="meta"`` allocates nothing; ``init=False`` leaves the
-    weights uninitialised (for loading into). ``dtype`` defaults to ``cfg.dtype``."""
+) -> LanguageModel:
+    """Build the model ``cfg`` describes: a :class:`DecoderLM` or an :class:`EncoderLM`, by ``cfg.architecture``.
+    ``device="meta"`` allocates nothing; ``init=False`` leaves the weights uninitialised (for loading into).
+    ``dtype`` defaults to ``cfg.dtype``."""
     if cfg.architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {cfg.architecture!r}; known: {', '.join(ARCHITECTURES)}")
     with torch.device("meta"):

@@ -29,9 +29,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from model.atomic import atomic_directory
-from model.build import build
+from model.build import LanguageModel, build
 from model.card_writer import file_refs, make_card
-from model.decoder import DecoderLM
 from model.loading import check_stored, load_weights
 from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
 from specs.card import ModelCard
@@ -207,7 +206,7 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     verify: bool = True,
-) -> DecoderLM:
+) -> LanguageModel:
     """Load a checkpoint directory written by :func:`save_checkpoint`; return the model in eval mode.
 
     With ``verify`` (the default) the manifest is checked first, and any missing, truncated, altered or

@@ -1,5 +1,6 @@
 """Hugging Face interop: :func:`from_hf` imports a ``transformers`` checkpoint directory, :func:`to_hf` writes
-one that ``transformers.AutoModelForCausalLM`` loads.
+one that ``transformers`` loads (``AutoModelForCausalLM`` for decoders, ``AutoModel``/``AutoModelForMaskedLM``
+for encoders).
 
 ``transformers`` is never imported: ``config.json`` is read as JSON and weights as safetensors (pickled
 ``pytorch_model.bin`` files are refused). Each supported family, keyed by ``config.json``'s ``model_type``,
@@ -19,8 +20,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from model.atomic import atomic_directory
-from model.build import DTYPES, build
-from model.decoder import DecoderLM
+from model.build import DTYPES, LanguageModel, build
+from model.hf_bert import BertFamily
 from model.hf_llama import LlamaFamily
 from model.loading import load_weights
 from model.target_rules import HUGGING_FACE
@@ -33,7 +34,7 @@ class HFFamily(Protocol):
     """What a supported Hugging Face family supplies: the config mapping both ways and plain name tables."""
 
     model_type: str  # config.json's model_type
-    architecture: str  # config.json's architectures[0]
+    architecture: str  # config.json's architectures[0] (the family's main one, when it imports several)
 
     def config_from_hf(self, hf: dict[str, Any], *, name: str, dtype: str) -> ModelConfig: ...
 
@@ -52,7 +53,7 @@ class HFFamily(Protocol):
         ...
 
 
-HF_FAMILIES: dict[str, HFFamily] = {"llama": LlamaFamily()}
+HF_FAMILIES: dict[str, HFFamily] = {"llama": LlamaFamily(), "bert": BertFamily()}
 
 _CONFIG = "config.json"
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -61,7 +62,7 @@ _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 def from_hf(
     path: str | os.PathLike[str], *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
-) -> DecoderLM:
+) -> LanguageModel:
     """Load a Hugging Face checkpoint directory (``config.json`` + safetensors weights) as our model, in eval
     mode. ``dtype`` defaults to the checkpoint's own (``dtype``/``torch_dtype``), else float32. Anything wrong
     with the directory (an unsupported family or feature, missing or mismatched tensors, pickled weights) is a
@@ -91,7 +92,7 @@ def from_hf(
         ignored=lambda hf_name: family.ignored(hf_name, cfg),
         device=device,
         dtype=dtype,
-        described_by=f"config.json ({family.architecture})",
+        described_by=f"config.json ({_architecture(hf, family)})",
     )
     return model.eval()
 
@@ -147,6 +148,11 @@ def _family(model_type: object, root: Path) -> HFFamily:
             root,
         )
     return HF_FAMILIES[model_type]
+
+
+def _architecture(hf: dict[str, Any], family: HFFamily) -> str:
+    named = hf.get("architectures")
+    return str(named[0]) if isinstance(named, list) and named else family.architecture
 
 
 def _read_json(path: Path) -> dict[str, Any]:

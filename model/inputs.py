@@ -17,6 +17,8 @@ from specs.tensor_spec import TensorSpec, checks_enabled
 
 _IDS = TensorSpec("input_ids", ("B", "T"), dtypes={"int64", "int32"})
 _POSITIONS = TensorSpec("positions", ("B", "T"), dtypes={"int64", "int32"})
+_PADDING = TensorSpec("key_padding_mask", ("B", "T"), dtypes={"bool"})
+_TOKEN_TYPES = TensorSpec("token_type_ids", ("B", "T"), dtypes={"int64", "int32"})
 
 
 def _read_values() -> bool:
@@ -90,6 +92,34 @@ def check_positions(positions: torch.Tensor, batch: int, seq: int, cfg: ModelCon
             raise InputError(
                 f"positions range over {low}..{high}, outside 0..{cfg.max_seq_len - 1} (max_seq_len of "
                 f"{cfg.name or 'the model'}); raise max_seq_len in the config{_rope_hint(cfg)}"
+            )
+
+
+def check_key_padding_mask(mask: torch.Tensor, batch: int, seq: int) -> None:
+    """``(B, T)`` bool, True = padding (``specs.Batch``). An integer or float mask is refused rather than guessed:
+    Hugging Face's ``attention_mask`` means the opposite (1 = token)."""
+    if mask.dtype != torch.bool:
+        raise InputError(
+            f"key_padding_mask must be bool with True = padding, got {str(mask.dtype).removeprefix('torch.')}; from a "
+            "Hugging Face attention_mask (1 = token) pass attention_mask == 0"
+        )
+    _PADDING.check(mask, B=batch, T=seq)
+
+
+def check_token_type_ids(token_type_ids: torch.Tensor, batch: int, seq: int, cfg: ModelConfig) -> None:
+    """``(B, T)`` integers in ``[0, type_vocab_size)``; refused outright by a model without token types."""
+    if cfg.type_vocab_size == 0:
+        raise InputError(
+            f"token_type_ids were given, but {cfg.name or 'the model'} has no token types (type_vocab_size 0); "
+            "leave them out"
+        )
+    _TOKEN_TYPES.check(token_type_ids, B=batch, T=seq)
+    if _read_values():
+        low, high = (int(x) for x in torch.aminmax(token_type_ids))
+        if low < 0 or high >= cfg.type_vocab_size:
+            raise InputError(
+                f"token_type_ids range over {low}..{high}, outside 0..{cfg.type_vocab_size - 1} (type_vocab_size "
+                f"of {cfg.name or 'the model'})"
             )
 
 
