@@ -1,7 +1,7 @@
 """Model assemblers (decoder-only LM), checkpoint I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`enable_measured_cpu_linears`, and
+:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`from_gguf`, :func:`enable_measured_cpu_linears`, and
 :data:`STORE` (these, for the application planes).
 """
 
@@ -10,6 +10,7 @@ from model.card_writer import make_card
 from model.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from model.cpu_inference import clear_linear_choices, enable_measured_cpu_linears, linear_choices
 from model.decoder import DecoderLM
+from model.gguf import from_gguf
 from model.hf import from_hf, to_hf
 from model.store import STORE
 from model.temporaries import clean_stale_temporaries
@@ -24,6 +25,7 @@ __all__ = [
     "clear_linear_choices",
     "count_parameters",
     "enable_measured_cpu_linears",
+    "from_gguf",
     "from_hf",
     "linear_choices",
     "load_checkpoint",
