@@ -4,7 +4,8 @@ Every tokenizer here (character, byte, BPE, or any ``tokenizer.json`` loaded fro
 ``tokenizers.Tokenizer`` underneath, so :meth:`Tokenizer.save` always writes a standard ``tokenizer.json`` that
 ``tokenizers.Tokenizer.from_file`` and ``transformers.PreTrainedTokenizerFast`` load anywhere. The roles of
 the special tokens (end/begin of sequence, padding), which ``tokenizer.json`` cannot express, go beside it in
-``tokenizer_config.json``, the file where Hugging Face keeps them.
+``tokenizer_config.json``, the file where Hugging Face keeps them (with the chat template, when there is one).
+A llama.cpp GGUF file's tokenizer is rebuilt from its metadata (:mod:`data.gguf_tokenizer`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Tokenizer:
     """Text <-> token ids. ``backend`` is the Hugging Face tokenizer; the roles name special tokens in it.
 
     ``decode`` keeps special tokens unless told otherwise, so ``decode(encode(text)) == text`` for any text the
-    tokenizer can encode, special-token spellings included.
+    tokenizer can encode, special-token spellings included. ``chat_template`` is the model's Jinja chat
+    template when its files carry one (Hugging Face's ``tokenizer_config.json``, a GGUF's metadata), else None.
     """
 
     def __init__(
@@ -51,8 +53,10 @@ class Tokenizer:
         eos_token: str | None = None,
         bos_token: str | None = None,
         pad_token: str | None = None,
+        chat_template: str | None = None,
     ) -> None:
         self.backend = backend
+        self.chat_template = chat_template
         self.roles = {"eos": eos_token, "bos": bos_token, "pad": pad_token}
         for role, token in self.roles.items():
             if token is not None and backend.token_to_id(token) is None:
@@ -124,6 +128,8 @@ class Tokenizer:
         atomic_write_text(path, self.backend.to_str(pretty=True))
         config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
         config.update({f"{role}_token": token for role, token in self.roles.items() if token is not None})
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
         atomic_write_text(folder / ROLES_FILE, json.dumps(config, indent=2) + "\n")
         return path
 
@@ -153,14 +159,19 @@ def _isolates_characters(backend: tokenizers.Tokenizer) -> bool:
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
-    """Load a tokenizer from a directory holding ``tokenizer.json``, or from a ``tokenizer.json`` file.
+    """Load a tokenizer from a directory holding ``tokenizer.json``, from a ``tokenizer.json`` file, or from a
+    llama.cpp ``.gguf`` file's metadata.
 
-    The roles come from ``tokenizer_config.json`` beside the file when there is one, else from conventional
-    token names (``<|endoftext|>``, ``</s>``, ``<s>``, ``<pad>`` ...).
+    The roles (and chat template) come from ``tokenizer_config.json`` beside the file when there is one, else
+    from conventional token names (``<|endoftext|>``, ``</s>``, ``<s>``, ``<pad>`` ...); a GGUF file names its
+    own.
     """
     source = Path(path)
     if source.suffix == ".gguf":
-        raise DataError(f"{source}: reading a tokenizer from a GGUF file is not supported yet; pass a tokenizer.json")
+        from data.gguf_tokenizer import read_gguf_tokenizer  # loads the gguf package only when needed
+
+        found = read_gguf_tokenizer(source)
+        return Tokenizer(found.backend, **found.roles, chat_template=found.chat_template)
     file = source / TOKENIZER_FILE if source.is_dir() else source
     if not file.is_file():
         where = f"no {TOKENIZER_FILE} in {source}" if source.is_dir() else f"{source}: no such file"
@@ -182,8 +193,9 @@ def _roles(backend: tokenizers.Tokenizer, config_file: Path) -> dict[str, str | 
             config = json.loads(config_file.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{config_file}: not valid JSON ({exc})") from exc
-        found = {role: _token_text(config.get(f"{role}_token")) for role in ROLES}
-        return {f"{role}_token": token for role, token in found.items()}
+        found = {f"{role}_token": _token_text(config.get(f"{role}_token")) for role in ROLES}
+        template = config.get("chat_template")
+        return {**found, "chat_template": template if isinstance(template, str) else None}
     specials = {token.content for token in backend.get_added_tokens_decoder().values() if token.special}
     return {
         f"{role}_token": next((name for name in names if name in specials), None) for role, names in _CONVENTIONAL.items()

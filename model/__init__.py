@@ -1,8 +1,8 @@
 """Model assemblers (decoder-only LM, encoder-only BERT style), pooling, checkpoint I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`enable_measured_cpu_linears`, the pooling
-helpers :func:`mean_pool`, :func:`cls_pool`, :func:`l2_normalize`, and :data:`STORE` (these, for the
+:func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`from_gguf`, :func:`enable_measured_cpu_linears`,
+the pooling helpers :func:`mean_pool`, :func:`cls_pool`, :func:`l2_normalize`, and :data:`STORE` (these, for the
 application planes).
 """
 
@@ -12,6 +12,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from model.cpu_inference import clear_linear_choices, enable_measured_cpu_linears, linear_choices
 from model.decoder import DecoderLM
 from model.encoder import EncoderLM
+from model.gguf import from_gguf
 from model.hf import from_hf, to_hf
 from model.pooling import cls_pool, l2_normalize, mean_pool
 from model.store import STORE
@@ -29,6 +30,7 @@ __all__ = [
     "cls_pool",
     "count_parameters",
     "enable_measured_cpu_linears",
+    "from_gguf",
     "from_hf",
     "l2_normalize",
     "linear_choices",

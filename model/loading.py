@@ -6,11 +6,15 @@ model is built on the meta device, the safetensors headers are read and compared
 index consistency) and every problem is reported at once as a :class:`specs.CheckpointError`, before a single
 tensor is read; then the tensors are loaded straight onto the target device with ``assign=True`` and tied
 weights are re-tied.
+
+Other containers (GGUF, :mod:`model.gguf`) list their tensors their own way and reuse the two halves:
+:func:`compare` (names and shapes against the model, one line per problem) and :func:`assign`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +68,39 @@ def check_stored(
     """Compare the stored tensors with ``model`` (on any device, meta included) through ``names``; raise a
     :class:`CheckpointError` listing every problem, or return what is stored."""
     stored, problems = stored_tensors(root)
+    readable = not any("not a readable safetensors file" in p for p in problems)
+    problems += compare(model, stored, names, ignored=ignored, described_by=described_by, complete=readable)
+    if problems:
+        raise CheckpointError(sorted(dict.fromkeys(problems), key=problems.index), root)
+    return stored
+
+
+def compare(
+    model: nn.Module,
+    stored: Mapping[str, StoredTensor],
+    names: Mapping[str, str],
+    *,
+    ignored: Callable[[str], bool] = lambda name: False,
+    described_by: str = "config.json",
+    complete: bool = True,
+) -> list[str]:
+    """One line per difference between what is ``stored`` and what ``model`` (any device, meta included) holds
+    through ``names`` (our name -> stored name): unmapped tensors of ours, shapes that differ, stored tensors
+    missing (only reported when the listing is ``complete``) or left over (unless ``ignored``)."""
+    problems: list[str] = []
     files = sorted({t.file for t in stored.values()})
     searched = files[0] if len(files) == 1 else f"any of the {len(files)} weight files"
     wanted = {ours: tuple(t.shape) for ours, t in model.state_dict(keep_vars=True).items()}
     unmapped = sorted(set(wanted) - set(names))
     if unmapped:  # an assembler/name-table mismatch, not a damaged file; still reported, never guessed
         problems.append(f"no stored name is known for our tensors: {', '.join(unmapped)}")
-    readable = not any("not a readable safetensors file" in p for p in problems)
     for ours, name in names.items():
         if name in stored and stored[name].shape != wanted[ours]:
             problems.append(
                 f"{stored[name].file}: tensor {name!r} has shape {list(stored[name].shape)}, the model built from "
                 f"{described_by} expects {list(wanted[ours])}"
             )
-        elif name not in stored and readable:  # an unreadable file's tensors are not known to be missing
+        elif name not in stored and complete:  # an unreadable file's tensors are not known to be missing
             problems.append(f"missing tensor {name!r} (shape {list(wanted[ours])}): not in {searched}")
     mapped = set(names.values())
     for name in sorted(set(stored) - mapped):
@@ -85,9 +108,7 @@ def check_stored(
             continue
         why = f"the config ties it to {names[name]!r}" if name in names else f"the model built from {described_by} has none"
         problems.append(f"{stored[name].file}: unexpected tensor {name!r}; {why}")
-    if problems:
-        raise CheckpointError(sorted(dict.fromkeys(problems), key=problems.index), root)
-    return stored
+    return problems
 
 
 def load_weights(
@@ -113,11 +134,17 @@ def load_weights(
             if dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(dtype)
             loaded[name] = tensor.to(device)
-    model.load_state_dict({ours: loaded[name] for ours, name in names.items()}, strict=True, assign=True)
+    assign(model, {ours: loaded[name] for ours, name in names.items()}, root)
+
+
+def assign(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
+    """Put ``tensors`` (our names, every one of them) into ``model`` (built on the meta device; it must have
+    ``tie_weights()``), re-tie, and refuse a model left with anything on the meta device."""
+    model.load_state_dict(dict(tensors), strict=True, assign=True)
     model.tie_weights()  # type: ignore[operator]  # assign=True gave each alias its own Parameter
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
-        raise CheckpointError([f"{n}: not restored (still on the meta device)" for n in left], root)
+        raise CheckpointError([f"{n}: not restored (still on the meta device)" for n in left], source)
 
 
 @contextlib.contextmanager

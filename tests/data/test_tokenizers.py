@@ -154,7 +154,7 @@ def test_roles_written_as_dicts_are_understood(tmp_path: Path) -> None:
     ("name", "content", "message"),
     [
         ("missing", None, "no tokenizer.json in"),
-        ("model.gguf", "GGUF", "GGUF file is not supported yet"),
+        ("model.gguf", "GGUF", "not a readable GGUF file"),
         ("bad.json", "{not json", "not a Hugging Face tokenizer.json"),
         ("nowhere.json", None, "no such file"),
     ],

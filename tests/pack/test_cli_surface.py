@@ -19,7 +19,7 @@ SURFACE = {
     "checkpoint": {"--help", "-h"},
     "checkpoint verify": {"--help", "-h"},
     "checkpoint show": {"--help", "-h", "--json"},
-    "convert": {"--help", "-h", "--hf", "--checkpoint", "--out", "--to", "--dtype", "--overwrite"},
+    "convert": {"--help", "-h", "--hf", "--checkpoint", "--gguf", "--out", "--to", "--dtype", "--overwrite"},
     "data": {"--help", "-h"},
     "data build": {
         "--help", "-h", "--input", "--outdir", "--tokenizer", "--shard-size-tokens", "--dedup", "--redact-pii",
