@@ -245,7 +245,7 @@ def _copy(src: Path, dst: Path, config_edit=None, tensors_edit=None) -> Path:
 
 def test_unknown_model_type(saved, tmp_path):
     path = _copy(saved, tmp_path / "x", config_edit=lambda c: c.update(model_type="gpt2"))
-    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*supported: llama"):
+    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*supported: .*llama"):
         from_hf(path)
 
 
