@@ -41,6 +41,7 @@ class CrossAttention(AttentionProjections):
             k=k,
             v=v,
             allow_mask=memory_allow_mask,
+            scale=self.cfg.scale,
             softcap=self.cfg.softcap,
             dropout_p=self.cfg.dropout if self.training else 0.0,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attn.rms_norm import RMSNorm
+from attn.rms_norm import build_rms_norm
 from kernel.registry import AUTO, KernelUnavailable, available, capabilities
 from specs.model_config import AttentionConfig
 
@@ -26,9 +26,13 @@ def check_kernel_supports(cfg: AttentionConfig) -> None:
 
 class AttentionProjections(nn.Module):
     """``wq``/``wk``/``wv`` into heads, ``wo`` back to the model width, and the optional QK-norm of the
-    query/key heads. Subclasses define ``forward``."""
+    query/key heads (an RMSNorm of the model's form: ``norm_offset`` as in ``ModelConfig.norm_weight_offset``).
+    ``wq``/``wk``/``wv`` carry a bias when ``cfg.bias``, ``wo`` when ``cfg.output_bias`` (Qwen 2: only the
+    first three). Subclasses define ``forward``."""
 
-    def __init__(self, cfg: AttentionConfig, d_model: int, *, norm_eps: float = 1e-5) -> None:
+    def __init__(
+        self, cfg: AttentionConfig, d_model: int, *, norm_eps: float = 1e-5, norm_offset: float = 0.0
+    ) -> None:
         super().__init__()
         check_kernel_supports(cfg)
         self.cfg = cfg
@@ -37,9 +41,9 @@ class AttentionProjections(nn.Module):
         self.wq = nn.Linear(d_model, self.n_heads * self.head_dim, bias=cfg.bias)
         self.wk = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
         self.wv = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
-        self.wo = nn.Linear(self.n_heads * self.head_dim, d_model, bias=cfg.bias)
-        self.q_norm = RMSNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(self.head_dim, norm_eps) if cfg.qk_norm else nn.Identity()
+        self.wo = nn.Linear(self.n_heads * self.head_dim, d_model, bias=cfg.output_bias)
+        self.q_norm = build_rms_norm(self.head_dim, norm_eps, norm_offset) if cfg.qk_norm else nn.Identity()
+        self.k_norm = build_rms_norm(self.head_dim, norm_eps, norm_offset) if cfg.qk_norm else nn.Identity()
 
     def split_heads(self, projected: torch.Tensor, n_heads: int) -> torch.Tensor:
         """``(B, T, H * D) -> (B, H, T, D)``."""

@@ -1,4 +1,4 @@
-"""Self-attention with MHA/GQA/MQA, optional QK-norm, RoPE, soft-capping and a sliding window.
+"""Self-attention with MHA/GQA/MQA, optional QK-norm, RoPE, soft-capping, a logit scale and a sliding window.
 
 The kernel is chosen by name through :mod:`kernel.registry` for every call, so the module has one forward
 path whatever back-end runs it.
@@ -20,14 +20,25 @@ _X = TensorSpec("x", ("B", "T", "C"))
 
 
 class SelfAttention(AttentionProjections):
-    """``x (B, T, C) -> (B, T, C)``. Keys/values have ``n_kv_heads`` heads, shared by groups of query heads."""
+    """``x (B, T, C) -> (B, T, C)``. Keys/values have ``n_kv_heads`` heads, shared by groups of query heads.
+
+    The layer's window is ``cfg.layer_window(layer_idx)``: with ``global_every`` some layers slide and the others
+    attend globally (Gemma 2, 3), fixed when the layer is built."""
 
     def __init__(
-        self, cfg: AttentionConfig, d_model: int, *, layer_idx: int, causal: bool = True, norm_eps: float = 1e-5
+        self,
+        cfg: AttentionConfig,
+        d_model: int,
+        *,
+        layer_idx: int,
+        causal: bool = True,
+        norm_eps: float = 1e-5,
+        norm_offset: float = 0.0,
     ) -> None:
-        super().__init__(cfg, d_model, norm_eps=norm_eps)
+        super().__init__(cfg, d_model, norm_eps=norm_eps, norm_offset=norm_offset)
         self.layer_idx = layer_idx
         self.causal = causal
+        self.window = cfg.layer_window(layer_idx)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         _X.check(x)
@@ -44,7 +55,8 @@ class SelfAttention(AttentionProjections):
             v=v,
             allow_mask=ctx.allow_mask,
             causal=self.causal,
-            window=self.cfg.window,
+            window=self.window,
+            scale=self.cfg.scale,
             softcap=self.cfg.softcap,
             dropout_p=self.cfg.dropout if self.training else 0.0,
             q_offset=ctx.step.q_offset,

@@ -1,16 +1,23 @@
-"""Transformer building blocks: norms, MLPs (GELU, SwiGLU), DropPath, pre-/post-norm residual blocks."""
+"""Transformer building blocks: norms, MLPs (GELU, SwiGLU, GeGLU), DropPath, pre-/post-/sandwich-norm residual
+blocks, and the constant scale and soft-cap a model applies at its ends."""
 
-from blocks.block import PostNormBlock, PreNormBlock, build_block
+from blocks.block import PostNormBlock, PreNormBlock, SandwichNormBlock, build_block
 from blocks.drop_path import DropPath
-from blocks.mlp import GeluMLP, SwiGLU, build_mlp
-from blocks.norms import RMSNorm, build_norm
+from blocks.mlp import GeGLU, GeluMLP, SwiGLU, build_mlp
+from blocks.norms import OffsetRMSNorm, RMSNorm, build_norm
+from blocks.scaling import Scale, Softcap
 
 __all__ = [
     "DropPath",
+    "GeGLU",
     "GeluMLP",
+    "OffsetRMSNorm",
     "PostNormBlock",
     "PreNormBlock",
     "RMSNorm",
+    "SandwichNormBlock",
+    "Scale",
+    "Softcap",
     "SwiGLU",
     "build_block",
     "build_mlp",

@@ -1,6 +1,6 @@
-"""Transformer blocks: a pre-norm and a post-norm residual policy, each a two-line forward.
+"""Transformer blocks: pre-norm, post-norm and sandwich-norm residual policies, each a two-line forward.
 
-The builder picks the policy from the config; neither block branches on configuration in ``forward``.
+The builder picks the policy from the config; no block branches on configuration in ``forward``.
 ``branch_drop`` (residual dropout, then DropPath) is applied to each branch's output before the sum.
 """
 
@@ -21,7 +21,14 @@ class _Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, causal: bool) -> None:
         super().__init__()
         self.attn_norm = build_norm(cfg)
-        self.attn = SelfAttention(cfg.attention, cfg.d_model, layer_idx=layer_idx, causal=causal, norm_eps=cfg.norm_eps)
+        self.attn = SelfAttention(
+            cfg.attention,
+            cfg.d_model,
+            layer_idx=layer_idx,
+            causal=causal,
+            norm_eps=cfg.norm_eps,
+            norm_offset=cfg.norm_weight_offset,
+        )
         self.mlp_norm = build_norm(cfg)
         self.mlp = build_mlp(cfg)
         # Stochastic depth grows linearly with depth, reaching cfg.drop_path at the last layer.
@@ -45,6 +52,23 @@ class PostNormBlock(_Block):
         return self.mlp_norm(x + self.branch_drop(self.mlp(x)))
 
 
+class SandwichNormBlock(_Block):
+    """``x + out_norm(f(norm(x)))`` for attention then MLP: pre-norm plus a norm on each branch's output
+    (Gemma 2 and 3: ``input_layernorm``/``post_attention_layernorm`` around attention,
+    ``pre_feedforward_layernorm``/``post_feedforward_layernorm`` around the MLP)."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, causal: bool) -> None:
+        super().__init__(cfg, layer_idx, causal=causal)
+        self.attn_out_norm = build_norm(cfg)
+        self.mlp_out_norm = build_norm(cfg)
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
+        x = x + self.branch_drop(self.attn_out_norm(self.attn(self.attn_norm(x), ctx)))
+        return x + self.branch_drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))
+
+
+BLOCKS: dict[str, type[_Block]] = {"pre": PreNormBlock, "post": PostNormBlock, "sandwich": SandwichNormBlock}
+
+
 def build_block(cfg: ModelConfig, layer_idx: int, *, causal: bool = True) -> nn.Module:
-    block = PreNormBlock if cfg.residual == "pre" else PostNormBlock
-    return block(cfg, layer_idx, causal=causal)
+    return BLOCKS[cfg.residual](cfg, layer_idx, causal=causal)

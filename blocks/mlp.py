@@ -1,4 +1,5 @@
-"""Feed-forward layers: the GPT MLP (fc -> GELU -> proj) and SwiGLU (down(silu(gate) * up))."""
+"""Feed-forward layers: the GPT MLP (fc -> GELU -> proj) and the gated ones, SwiGLU (down(silu(gate) * up)) and
+GeGLU (down(gelu(gate) * up), Gemma)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,27 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(d_model, hidden, bias=bias)
         self.w2 = nn.Linear(hidden, d_model, bias=bias)
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(self.gate(self.w1(x)) * self.w3(x))
+
+
+class GeGLU(SwiGLU):
+    """``w2(gelu(w1 x) * w3 x)``: SwiGLU's layout with a GELU gate (Gemma: the tanh approximation)."""
+
+    def __init__(self, d_model: int, hidden: int, *, bias: bool, approximate: str = "tanh") -> None:
+        super().__init__(d_model, hidden, bias=bias)
+        self.approximate = approximate
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate=self.approximate)
 
 
 def build_mlp(cfg: ModelConfig) -> nn.Module:
     if cfg.mlp.kind == "swiglu":
         return SwiGLU(cfg.d_model, cfg.mlp_hidden, bias=cfg.mlp.bias)
+    if cfg.mlp.kind == "geglu":
+        return GeGLU(cfg.d_model, cfg.mlp_hidden, bias=cfg.mlp.bias, approximate=cfg.mlp.gelu_approximate)
     return GeluMLP(cfg.d_model, cfg.mlp_hidden, bias=cfg.mlp.bias, approximate=cfg.mlp.gelu_approximate)

@@ -1,9 +1,14 @@
 """DecoderLM: a decoder-only language model assembled from a ModelConfig.
 
-Covers the GPT style (LayerNorm, GELU, learned or sinusoidal positions, biases, tied embeddings) and the
-Llama style (RMSNorm, SwiGLU, GQA, RoPE, no biases) with one forward path::
+Covers the GPT style (LayerNorm, GELU, learned or sinusoidal positions, biases, tied embeddings), the
+Llama/Qwen style (RMSNorm, SwiGLU, GQA, RoPE, QK-norm) and the Gemma style (scaled embeddings, sandwich norms,
+GeGLU, soft-capping, sliding-window layers between global ones) with one forward path::
 
-    ids (B, T) -> tok_embeddings -> positions -> dropout -> [block] x L -> norm -> lm_head -> logits (B, T, V)
+    ids (B, T) -> tok_embeddings -> embed_scale -> positions -> dropout -> [block] x L -> norm -> lm_head
+               -> logit_softcap -> logits (B, T, V)
+
+``embed_scale`` and ``logit_softcap`` are ``nn.Identity`` unless the config sets ``embedding_scale`` /
+``final_softcap``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from attn.context import AttentionContext
 from attn.kv_cache import StaticKVCache
 from blocks.block import build_block
 from blocks.norms import RMSNorm, build_norm
+from blocks.scaling import scale_or_identity, softcap_or_identity
 from model.inputs import check_cache, check_cache_len, check_input_ids, check_positions, default_positions
 from model.positions import build_positions
 from specs.cache import CacheStep, KVCache
@@ -30,11 +36,13 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_scale = scale_or_identity(config.embedding_scale)
         self.positions = build_positions(config)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(build_block(config, i) for i in range(config.n_layers))
         self.norm = build_norm(config) if config.final_norm else nn.Identity()
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.logit_softcap = softcap_or_identity(config.final_softcap)
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -61,7 +69,7 @@ class DecoderLM(nn.Module):
             positions = default_positions(step.q_offset, batch, seq, self.config, input_ids.device)
         else:
             check_positions(positions, batch, seq, self.config)
-        x, rope = self.positions(self.tok_embeddings(input_ids), positions)
+        x, rope = self.positions(self.embed_scale(self.tok_embeddings(input_ids)), positions)
         x = self.dropout(x)
         ctx = AttentionContext(rope=rope, allow_mask=attn_mask, cache=cache, step=step)
         for layer in self.layers:
@@ -70,15 +78,16 @@ class DecoderLM(nn.Module):
             cache.advance(seq)
         hidden = self.norm(x)
         if output == "logits":
-            return self.lm_head(hidden)
+            return self.logit_softcap(self.lm_head(hidden))
         if output not in ("hidden", "all"):
             raise ValueError(f"output must be 'logits', 'hidden' or 'all', got {output!r}")
         # A dense decoder has no auxiliary objectives; MoE blocks will report theirs through this field.
-        return LMOutput(hidden=hidden, logits=self.lm_head(hidden) if output == "all" else None)
+        return LMOutput(hidden=hidden, logits=self.logit_softcap(self.lm_head(hidden)) if output == "all" else None)
 
     def output_head(self) -> nn.Module:
-        """Final hidden states ``(..., C)`` -> logits ``(..., V)``."""
-        return self.lm_head
+        """Final hidden states ``(..., C)`` -> logits ``(..., V)``: ``lm_head``, then the final soft-cap if any.
+        A new container over the model's own modules (no parameters of its own, nothing added to the model)."""
+        return nn.Sequential(self.lm_head, self.logit_softcap)
 
     def new_cache(
         self,

@@ -22,7 +22,9 @@ from torch import nn
 from model.atomic import atomic_directory
 from model.build import DTYPES, LanguageModel, build
 from model.hf_bert import BertFamily
+from model.hf_gemma import Gemma2Family
 from model.hf_llama import LlamaFamily
+from model.hf_qwen import Qwen2Family, Qwen3Family
 from model.loading import load_weights
 from model.target_rules import HUGGING_FACE
 from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
@@ -53,7 +55,14 @@ class HFFamily(Protocol):
         ...
 
 
-HF_FAMILIES: dict[str, HFFamily] = {"llama": LlamaFamily(), "bert": BertFamily()}
+# to_hf writes a model as the first family that can express it.
+HF_FAMILIES: dict[str, HFFamily] = {
+    "llama": LlamaFamily(),
+    "qwen2": Qwen2Family(),
+    "qwen3": Qwen3Family(),
+    "gemma2": Gemma2Family(),
+    "bert": BertFamily(),
+}
 
 _CONFIG = "config.json"
 _PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")

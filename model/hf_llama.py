@@ -149,6 +149,17 @@ class LlamaFamily:
             problems.append(f"attention.softcap is {cfg.attention.softcap}; Llama has no logit soft-capping")
         if cfg.attention.window is not None:
             problems.append(f"attention.window is {cfg.attention.window}; Llama has no sliding window")
+        if cfg.attention.output_bias != cfg.attention.bias:
+            problems.append("attention.out_bias differs from attention.bias; Llama's attention_bias covers all four")
+        if cfg.attention.scale is not None:
+            problems.append(f"attention.scale is {cfg.attention.scale}; Llama scales by 1/sqrt(head_dim)")
+        if cfg.norm_weight_offset:
+            problems.append(f"norm_weight_offset is {cfg.norm_weight_offset}; Llama's RMSNorm scales by its weight")
+        for field in ("embedding_scale", "final_softcap"):
+            if getattr(cfg, field) is not None:
+                problems.append(f"{field} is {getattr(cfg, field)}; Llama has none")
+        if cfg.embedding_norm or cfg.type_vocab_size:
+            problems.append("embedding_norm or type_vocab_size is set; Llama has neither")
         return problems
 
     def hf_config(self, cfg: ModelConfig, *, dtype: str) -> dict[str, Any]:
