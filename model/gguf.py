@@ -62,6 +62,7 @@ def from_gguf(
         raise CheckpointError([line.strip() for line in str(exc).splitlines() if line.strip()], file) from None
 
     model = build(cfg, device="meta")
+    assert isinstance(model, DecoderLM)  # config_from_gguf describes decoders only
     names = {ours: gguf_name(ours, cfg) for ours in model.state_dict(keep_vars=True)}
     inexpressible = sorted(ours for ours, name in names.items() if name is None)
     if inexpressible:  # an assembler/name-table mismatch, not a user error

@@ -26,11 +26,16 @@ class _YamlLoader(yaml.SafeLoader):
     """Safe YAML that also reads ``1e-5`` as a float (YAML 1.1 demands a dot: ``1.0e-5``)."""
 
 
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+class _YamlDumper(yaml.SafeDumper):
+    """Safe YAML that quotes a string the loader would read as a float (``"1e3"`` in a stop list)."""
+
+
+for _side in (_YamlLoader, _YamlDumper):
+    _side.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
 
 
 def load_config(name_or_path: str | os.PathLike[str], *, kind: str | None = None) -> Any:
@@ -118,7 +123,7 @@ def dumps_config(cfg: Any, fmt: str = "yaml") -> str:
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False)
+        return yaml.dump(data, Dumper=_YamlDumper, sort_keys=False)
     raise ValueError(f"unknown config format {fmt!r}; use 'json' or 'yaml'")
 
 

@@ -581,3 +581,9 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path, how):
         path.write_text(dumps_config(cfg).replace("norm_eps: 1.0e-05", "norm_eps: 1e-6"), encoding="utf-8")
         assert "norm_eps: 1e-6" in path.read_text(encoding="utf-8")
         assert load_config(path).norm_eps == 1e-6
+
+
+def test_yaml_quotes_strings_that_would_read_back_as_floats(tmp_path):
+    # Our loader reads ``1e3`` as a float (YAML 1.1 would not), so the dumper must quote such strings.
+    cfg = GenerationConfig(stop=("1e3", "0e0", "-2E+5"))
+    assert load_config(dump_config(cfg, tmp_path / "gen.yaml")) == cfg
