@@ -21,12 +21,14 @@ class RoPEConfig:
 
     ``scaling`` stretches the usable context by ``factor``: ``linear`` divides positions by it (position
     interpolation); ``ntk`` raises the base to ``theta * factor ** (d / (d - 2))`` (NTK-aware); ``dynamic`` does
-    the NTK stretch only past ``original_max_seq_len``, by how far the sequence goes; ``llama3`` interpolates
+    the NTK stretch only past ``original_max_seq_len``, by how far the sequence goes (each row's length: its
+    largest position + 1); ``llama3`` interpolates
     the low frequencies (wavelengths past ``original_max_seq_len / low_freq_factor``), keeps the high ones
     (below ``original_max_seq_len / high_freq_factor``) and blends in between, as Llama 3.1 does; ``yarn``
     blends interpolation and extrapolation per frequency between ``beta_slow`` and ``beta_fast`` rotations and
-    scales the attention logits by ``attention_factor`` (default ``0.1 ln(factor) + 1``). ``local_theta``: the
-    base of sliding-window layers when it differs from the global layers' (Gemma 3).
+    multiplies cos and sin by ``attention_factor`` (default ``0.1 ln(factor) + 1``), so the attention logits
+    by its square, as Hugging Face does. ``local_theta``: the base of sliding-window layers when it differs
+    from the global layers' (Gemma 3); those layers then rotate unscaled, ``scaling`` applies to the others.
     """
 
     theta: float = 10000.0

@@ -1,8 +1,8 @@
 """tensor: stateless numerics for the lmplanes compute spine.
 
 Functions only, no modules and no state: boolean allow masks and their algebra (SDPA semantics, True = may
-attend), rotary embeddings with linear/NTK/dynamic-NTK/Llama 3/YaRN scaling, sinusoidal positions, ALiBi, soft-capping, RMS norm,
-drop-path and weight initialisers. Imports ``torch`` and ``specs`` only.
+attend), rotary embeddings (scaled linearly, NTK, dynamic NTK, Llama 3 or YaRN), sinusoidal positions, ALiBi,
+soft-capping, RMS norm, drop-path and weight initialisers. Imports ``torch`` and ``specs`` only.
 
 Position convention shared with ``specs.attention``: query ``i`` is at ``q_offset + i``, key ``j`` at ``j``.
 """
