@@ -15,7 +15,7 @@ def register(commands: Any) -> None:
         help="convert between an lmplanes checkpoint and a Hugging Face directory",
         description="Convert a Hugging Face model directory (config.json + safetensors) into an lmplanes "
         "checkpoint, or an lmplanes checkpoint into a directory that transformers loads. Supported Hugging Face "
-        "families: Llama (LlamaForCausalLM).",
+        "families: Llama (LlamaForCausalLM), GPT-2 (GPT2LMHeadModel).",
     )
     source = convert.add_mutually_exclusive_group(required=True)
     source.add_argument("--hf", metavar="DIR", help="a Hugging Face model directory to read")

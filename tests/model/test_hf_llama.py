@@ -244,18 +244,27 @@ def _copy(src: Path, dst: Path, config_edit=None, tensors_edit=None) -> Path:
 
 
 def test_unknown_model_type(saved, tmp_path):
-    path = _copy(saved, tmp_path / "x", config_edit=lambda c: c.update(model_type="gpt2"))
-    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*supported: llama"):
+    path = _copy(saved, tmp_path / "x", config_edit=lambda c: c.update(model_type="mamba"))
+    with pytest.raises(ValueError, match=r"model_type 'mamba'.*supported: gpt2, llama"):
         from_hf(path)
 
 
-@pytest.mark.parametrize("rope_type", ["dynamic", "yarn", "llama3"])
-def test_unsupported_rope_type(saved, tmp_path, rope_type):
+@pytest.mark.parametrize(
+    ("rope_parameters", "message"),
+    [
+        ({"rope_type": "longrope", "short_factor": [1.0], "long_factor": [2.0]}, "RoPE type 'longrope' is not implemented"),
+        ({"rope_type": "llama3", "factor": 8.0}, "llama3 RoPE scaling needs 'low_freq_factor', 'high_freq_factor'"),
+        ({"rope_type": "dynamic"}, "dynamic RoPE scaling needs 'factor'"),
+        ({"rope_type": "yarn", "factor": 2.0, "truncate": False}, "truncate: false"),
+        ({"rope_type": "default", "partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5"),
+    ],
+)
+def test_unsupported_rope_settings_are_named(saved, tmp_path, rope_parameters, message):
     def edit(config):
-        config["rope_parameters"] = {"rope_type": rope_type, "rope_theta": 10000.0, "factor": 2.0}
+        config["rope_parameters"] = {"rope_theta": 10000.0, **rope_parameters}
 
     path = _copy(saved, tmp_path / "x", config_edit=edit)
-    with pytest.raises(ValueError, match=rf"RoPE type '{rope_type}' is not implemented"):
+    with pytest.raises(ValueError, match=message):
         from_hf(path)
 
 

@@ -96,10 +96,10 @@ def test_convert_both_ways_keeps_the_logits(ckpt, tmp_path, capsys):
 
 
 def test_convert_an_unsupported_family_is_one_line(tmp_path, capsys):
-    hf_dir = tmp_path / "gpt2"
+    hf_dir = tmp_path / "mamba"
     hf_dir.mkdir()
-    (hf_dir / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (hf_dir / "config.json").write_text(json.dumps({"model_type": "mamba"}))
     assert main(["convert", "--hf", str(hf_dir), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"lmplanes: error: {hf_dir}: config.json: unsupported Hugging Face model_type 'gpt2'; supported: llama"]
+    assert err == [f"lmplanes: error: {hf_dir}: config.json: unsupported Hugging Face model_type 'mamba'; supported: gpt2, llama"]
     assert not (tmp_path / "out").exists()
