@@ -81,3 +81,46 @@ def test_cached_decode_equals_full_forward_with_a_local_base(fixed_shapes: bool)
     cache = m.new_cache(2, 16, fixed_shapes=fixed_shapes)
     stepped = torch.cat([m(ids[:, :9], cache=cache), *(m(ids[:, t : t + 1], cache=cache) for t in range(9, 14))], 1)
     torch.testing.assert_close(stepped, m(ids), atol=1e-5, rtol=0)
+
+
+# Gemma 3's layout on 7 layers: every 6th layer global (base 1e6, scaled), the others sliding (base 1e4, unscaled).
+GEMMA3_ROPES = {
+    "linear": (["rope.scaling=linear", "rope.factor=8.0"], {"rope_type": "linear", "factor": 8.0}),
+    "yarn": (
+        ["rope.scaling=yarn", "rope.factor=4.0", "rope.original_max_seq_len=32"],
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", GEMMA3_ROPES)
+@torch.no_grad()
+def test_each_layers_table_matches_gemma3(case: str) -> None:
+    """Per layer, the table our attention takes equals the one transformers' Gemma 3 hands that layer: the
+    window schedule picks the same layers, and the local base rotates unscaled (no YaRN factor either)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding
+
+    ours_rope, hf_rope = GEMMA3_ROPES[case]
+    m = _model(
+        "n_layers=7", "attention.window=8", "attention.global_every=6", "rope.theta=1000000.0",
+        "rope.local_theta=10000.0", *ours_rope,
+    )
+    hf_cfg = transformers.Gemma3TextConfig(
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=4, head_dim=16, num_hidden_layers=7,
+        sliding_window=8, max_position_embeddings=128,
+        rope_parameters={
+            "full_attention": {"rope_theta": 1000000.0, **hf_rope},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+    )
+    hf = Gemma3RotaryEmbedding(hf_cfg)
+    positions = torch.arange(100).expand(2, -1)  # past the original context of the yarn case
+    x = torch.zeros(2, 100, 64)
+    _, rope = m.positions(x, positions)
+    _, local = m.local_positions(x, positions)
+    ctx = AttentionContext(rope=rope, local_rope=local)
+    for i, layer_type in enumerate(hf_cfg.layer_types):
+        assert m.layers[i].attn.windowed == (layer_type == "sliding_attention"), i
+        for ours, theirs in zip(ctx.rope_for(m.layers[i].attn.windowed), hf(x, positions, layer_type), strict=True):
+            torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0, msg=f"layer {i} ({layer_type})")
