@@ -17,17 +17,9 @@ import model
 import train.wrappers as wrappers
 from model.hf_gpt2 import GPT2Family
 from model.hf_llama import LlamaFamily
+from tests.model.conftest import TINY_LLAMA
 
-LLAMA = dict(
-    model_type="llama",
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=176,
-    vocab_size=256,
-    max_position_embeddings=64,
-)
+LLAMA = dict(model_type="llama", **TINY_LLAMA, num_key_value_heads=2, max_position_embeddings=64)
 ROPES = {
     "llama3": dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
                    original_max_position_embeddings=16),

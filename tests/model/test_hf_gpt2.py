@@ -19,45 +19,18 @@ from safetensors.torch import load_file, save_file
 import model
 import specs
 from model.hf import from_hf, to_hf
+from tests.model.conftest import assert_same_model, edited_copy, load_hf, model_diff, perturb_, random_ids, tiny_hf
 
 TOL = 1e-5
 TINY = dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, vocab_size=256, bos_token_id=None, eos_token_id=None)
 
 
-@torch.no_grad()
-def _perturb_(module: torch.nn.Module, seed: int) -> None:
-    """Move every parameter off its initial value (unit norms, zero biases) so each one is exercised."""
-    gen = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
 def _hf_model(**overrides) -> torch.nn.Module:
-    cfg = transformers.GPT2Config(**{**TINY, **overrides}, attn_implementation="eager")
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(cfg).to(torch.float32)
-    _perturb_(hf, seed=1)
-    return hf.eval()
-
-
-def _load_hf(path: Path) -> torch.nn.Module:
-    hf, info = transformers.AutoModelForCausalLM.from_pretrained(
-        path, output_loading_info=True, dtype=torch.float32, attn_implementation="eager"
-    )
-    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
-        assert not info[key], (key, info[key])
-    return hf.eval()
+    return tiny_hf(transformers.GPT2LMHeadModel, transformers.GPT2Config(**{**TINY, **overrides}, attn_implementation="eager"))
 
 
 def _ids(seed: int = 2, batch: int = 2, seq: int = 40) -> torch.Tensor:
-    return torch.randint(0, TINY["vocab_size"], (batch, seq), generator=torch.Generator().manual_seed(seed))
-
-
-def _max_diff(ours: torch.nn.Module, hf: torch.nn.Module, ids: torch.Tensor, label: str) -> float:
-    with torch.no_grad():
-        diff = (ours(ids) - hf(ids).logits).abs().max().item()
-    print(f"{label}: max abs logit diff {diff:.3e}")
-    return diff
+    return random_ids(TINY["vocab_size"], batch, seq, seed)
 
 
 # ------------------------------------------------------------------------------------------------------- import
@@ -84,14 +57,14 @@ def test_from_hf_matches_transformers(case, tmp_path):
     assert cfg.mlp_hidden == overrides.get("n_inner", 4 * TINY["n_embd"])
     tied = overrides.get("tie_word_embeddings", True)
     assert cfg.tie_embeddings == tied and (ours.lm_head.weight is ours.tok_embeddings.weight) == tied
-    assert _max_diff(ours, hf, _ids(), case) <= TOL
+    assert model_diff(ours, hf, _ids(), case) <= TOL
 
 
 def test_full_context_and_sharded(tmp_path):
     hf = _hf_model()
     hf.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="100KB")
     assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 1
-    assert _max_diff(from_hf(tmp_path), hf, _ids(seq=TINY["n_positions"]), "sharded, all 64 positions") <= TOL
+    assert model_diff(from_hf(tmp_path), hf, _ids(seq=TINY["n_positions"]), "sharded, all 64 positions") <= TOL
 
 
 @pytest.mark.parametrize("fixed_shapes", [False, True])
@@ -121,7 +94,7 @@ def test_base_model_checkpoint_with_mask_buffers(tmp_path):
     (tmp_path / "x").mkdir()
     save_file(tensors, tmp_path / "x" / "model.safetensors", metadata={"format": "pt"})
     (tmp_path / "x" / "config.json").write_text((tmp_path / "src" / "config.json").read_text())
-    assert _max_diff(from_hf(tmp_path / "x"), hf, _ids(), "base-model names, mask buffers") <= TOL
+    assert model_diff(from_hf(tmp_path / "x"), hf, _ids(), "base-model names, mask buffers") <= TOL
 
 
 def test_from_hf_then_to_hf_round_trip(tmp_path):
@@ -133,8 +106,8 @@ def test_from_hf_then_to_hf_round_trip(tmp_path):
     assert sorted(written) == sorted(source)
     for name, tensor in source.items():  # the same bytes as transformers wrote: transposes and packing undone
         assert torch.equal(written[name], tensor), name
-    back = _load_hf(out)
-    assert _max_diff(ours, back, _ids(), "round trip") <= TOL
+    back = load_hf(out)
+    assert model_diff(ours, back, _ids(), "round trip") <= TOL
 
 
 EXPORT_CASES = {
@@ -149,23 +122,18 @@ def test_to_hf_loads_in_transformers(case, tmp_path):
     cfg = specs.apply_overrides(specs.load_config("gpt-shakespeare-char"), [*GPT2_STYLE, *EXPORT_CASES[case]])
     torch.manual_seed(0)
     ours = model.build(cfg)
-    _perturb_(ours, seed=4)
+    perturb_(ours, seed=4)
     ours.eval()
     out = to_hf(ours, tmp_path / "hf")
     written = json.loads((out / "config.json").read_text())
     assert written["architectures"] == ["GPT2LMHeadModel"] and written["model_type"] == "gpt2"
     assert ("lm_head.weight" in load_file(out / "model.safetensors")) == (not cfg.tie_embeddings)
-    hf = _load_hf(out)
+    hf = load_hf(out)
     assert hf.config.tie_word_embeddings == cfg.tie_embeddings
     ids = torch.randint(0, cfg.vocab_size, (2, cfg.max_seq_len), generator=torch.Generator().manual_seed(5))
-    assert _max_diff(ours, hf, ids, f"to_hf {case}") <= TOL
+    assert model_diff(ours, hf, ids, f"to_hf {case}") <= TOL
     back = from_hf(out)
-    strip = {"name"}
-    assert {k: v for k, v in specs.to_dict(back.config).items() if k not in strip} == {
-        k: v for k, v in specs.to_dict(cfg).items() if k not in strip
-    }
-    for (name, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_model(back, ours)
 
 
 def test_to_hf_lists_what_neither_family_expresses(tmp_path):
@@ -182,17 +150,7 @@ def test_to_hf_lists_what_neither_family_expresses(tmp_path):
 
 def _saved(tmp_path: Path, config_edit=None, tensors_edit=None) -> Path:
     _hf_model().save_pretrained(tmp_path / "src", safe_serialization=True)
-    dst = tmp_path / "x"
-    dst.mkdir()
-    config = json.loads((tmp_path / "src" / "config.json").read_text())
-    if config_edit:
-        config_edit(config)
-    (dst / "config.json").write_text(json.dumps(config))
-    tensors = load_file(tmp_path / "src" / "model.safetensors")
-    if tensors_edit:
-        tensors_edit(tensors)
-    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
-    return dst
+    return edited_copy(tmp_path / "src", tmp_path / "x", config_edit, tensors_edit)
 
 
 def test_unsupported_settings_are_all_named(tmp_path):

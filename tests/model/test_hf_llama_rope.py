@@ -25,16 +25,10 @@ import transformers
 import model
 import specs
 from model.hf import from_hf, to_hf
+from tests.model.conftest import TINY_LLAMA, assert_same_model, logit_diff, perturb_, random_ids, tiny_hf
 
 TOL = 1e-5
-TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=176,
-    vocab_size=256,
-)
+TINY = dict(**TINY_LLAMA, num_key_value_heads=2)
 
 # name -> (max_position_embeddings, rope_parameters, original context, sequence length past it)
 CASES = {
@@ -52,13 +46,6 @@ CASES = {
 }
 
 
-@torch.no_grad()
-def _perturb_(module: torch.nn.Module, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
 def _hf_model(case: str) -> torch.nn.Module:
     max_positions, rope, _, _ = CASES[case]
     cfg = transformers.LlamaConfig(
@@ -67,20 +54,11 @@ def _hf_model(case: str) -> torch.nn.Module:
         rope_parameters={"rope_theta": 10000.0, **rope},
         attn_implementation="eager",
     )
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(cfg).to(torch.float32)
-    _perturb_(hf, seed=1)
-    return hf.eval()
+    return tiny_hf(transformers.LlamaForCausalLM, cfg)
 
 
 def _ids(length: int, batch: int = 2, seed: int = 2) -> torch.Tensor:
-    return torch.randint(0, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def _diff(a: torch.Tensor, b: torch.Tensor, label: str) -> float:
-    diff = (a - b).abs().max().item()
-    print(f"{label}: max abs logit diff {diff:.3e}")
-    return diff
+    return random_ids(TINY["vocab_size"], batch, length, seed)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +88,7 @@ def test_logits_match_transformers_past_the_original_context(case, imported):
     # A fresh forward: transformers' dynamic NTK keeps the largest length it has seen until a shorter-than-
     # original one resets it, so each comparison starts from a sequence within the original context.
     hf(ids[:, :4])
-    assert _diff(ours(ids), hf(ids).logits, f"{case} L={length}") <= TOL
+    assert logit_diff(ours(ids), hf(ids).logits, f"{case} L={length}") <= TOL
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c != "dynamic"])
@@ -122,8 +100,8 @@ def test_cached_decode_equals_full_forward(case, imported):
     full = ours(ids)
     cache = ours.new_cache(2, length)
     stepped = torch.cat([ours(ids[:, :20], cache=cache), *(ours(ids[:, t : t + 1], cache=cache) for t in range(20, length))], 1)
-    assert _diff(stepped, full, f"{case} decode vs forward") <= TOL
-    assert _diff(stepped, hf(ids).logits, f"{case} decode vs transformers") <= TOL
+    assert logit_diff(stepped, full, f"{case} decode vs forward") <= TOL
+    assert logit_diff(stepped, hf(ids).logits, f"{case} decode vs transformers") <= TOL
 
 
 def _hf_cached(hf: torch.nn.Module, ids: torch.Tensor, prefill: int) -> torch.Tensor:
@@ -140,7 +118,7 @@ def test_dynamic_cached_decode_equals_transformers_cached_decode(imported, fixed
     ids = _ids(56, seed=4)
     cache = ours.new_cache(2, 56, fixed_shapes=fixed_shapes)
     stepped = torch.cat([ours(ids[:, :8], cache=cache), *(ours(ids[:, t : t + 1], cache=cache) for t in range(8, 56))], 1)
-    assert _diff(stepped, _hf_cached(hf, ids, prefill=8), "dynamic cached decode vs transformers cached") <= TOL
+    assert logit_diff(stepped, _hf_cached(hf, ids, prefill=8), "dynamic cached decode vs transformers cached") <= TOL
 
 
 @torch.no_grad()
@@ -151,12 +129,12 @@ def test_dynamic_decode_equals_forward_within_the_original_context_only(imported
     cache = ours.new_cache(2, 56)
     stepped = torch.cat([ours(ids[:, :8], cache=cache), *(ours(ids[:, t : t + 1], cache=cache) for t in range(8, 56))], 1)
     within = ours(ids[:, :original])
-    assert _diff(stepped[:, :original], within, "dynamic decode vs forward, within the original context") <= TOL
+    assert logit_diff(stepped[:, :original], within, "dynamic decode vs forward, within the original context") <= TOL
     # Past it, the full forward rotates every key with the final length; the cache holds older rotations.
     assert (stepped[:, original:] - ours(ids)[:, original:]).abs().max() > 1e-3
     # A prefill that already goes past the original context is one forward: it equals the full forward.
     cache = ours.new_cache(2, 56)
-    assert _diff(ours(ids[:, :40], cache=cache), ours(ids[:, :40]), "dynamic long prefill") <= TOL
+    assert logit_diff(ours(ids[:, :40], cache=cache), ours(ids[:, :40]), "dynamic long prefill") <= TOL
 
 
 @torch.no_grad()
@@ -168,8 +146,8 @@ def test_dynamic_length_is_per_row(imported):
     batch = torch.cat([long, torch.cat([short, torch.zeros(1, 30, dtype=torch.int64)], dim=1)])
     positions = torch.stack([torch.arange(50), torch.cat([torch.arange(20), torch.full((30,), 19)])])
     out = ours(batch, positions=positions)
-    assert _diff(out[0], ours(long)[0], "long row") <= TOL
-    assert _diff(out[1, :20], ours(short)[0], "short row beside it") <= TOL
+    assert logit_diff(out[0], ours(long)[0], "long row") <= TOL
+    assert logit_diff(out[1, :20], ours(short)[0], "short row beside it") <= TOL
 
 
 @pytest.mark.parametrize("case", ["dynamic", "yarn", "llama3"])
@@ -217,18 +195,15 @@ def test_to_hf_with_scaled_rope_loads_in_transformers_and_back(case, tmp_path):
     cfg = specs.apply_overrides(specs.load_config("llama-tiny"), EXPORTS[case])
     torch.manual_seed(0)
     ours = model.build(cfg).eval()
-    _perturb_(ours, seed=4)
+    perturb_(ours, seed=4)
     out = to_hf(ours, tmp_path / "hf")
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
     assert hf.config.rope_parameters["rope_type"] == case
     ids = _ids(100, seed=9)
     with torch.no_grad():
-        assert _diff(ours(ids), hf(ids).logits, f"to_hf {case} L=100") <= TOL
+        assert logit_diff(ours(ids), hf(ids).logits, f"to_hf {case} L=100") <= TOL
     back = from_hf(out)
-    strip = {"name"}
-    assert {k: v for k, v in specs.to_dict(back.config).items() if k not in strip} == {
-        k: v for k, v in specs.to_dict(cfg).items() if k not in strip
-    }
+    assert_same_model(back, ours)
 
 
 def test_to_hf_refuses_static_ntk(tmp_path):
