@@ -14,8 +14,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from model.hf_common import (
+    decoder_config,
+    decoder_export_problems,
+    export_keys,
+    mapped_name,
+    tied_head_copy,
+    with_defaults,
+)
 from model.loading import Packed, Where
-from specs.config_io import from_dict
 from specs.model_config import ModelConfig
 
 # Our names -> Hugging Face names (or where they sit in a packed tensor). Layer entries are relative to
@@ -41,7 +48,6 @@ _LAYER: dict[str, Where] = {
     "mlp.proj.weight": Packed("mlp.c_proj.weight", transposed=True),
     "mlp.proj.bias": "mlp.c_proj.bias",
 }
-_OUR_LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")
 # Causal-mask buffers of old checkpoints, with or without the LM's prefix (a base GPT2Model has none).
 _MASK_BUFFERS = re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)")
 
@@ -80,7 +86,7 @@ class GPT2Family:
 
     def config_from_hf(self, hf: dict[str, Any], *, name: str, dtype: str) -> ModelConfig:
         """Our config for a GPT-2 ``config.json``; every key it cannot honour is named in one ``ValueError``."""
-        values: dict[str, Any] = {**_DEFAULTS, **{k: v for k, v in hf.items() if v is not None}}
+        values = with_defaults(hf, _DEFAULTS)
 
         def get(key: str) -> Any:
             return values.get(key)
@@ -110,38 +116,32 @@ class GPT2Family:
         if problems:
             raise ValueError("cannot import this GPT-2 checkpoint:\n  " + "\n  ".join(problems))
 
-        data = {
-            "kind": ModelConfig.KIND,
-            "version": ModelConfig.VERSION,
-            "name": name,
-            "architecture": "decoder",
-            "vocab_size": get("vocab_size"),
-            "d_model": get("n_embd"),
-            "n_layers": get("n_layer"),
-            "max_seq_len": get("n_positions"),
-            "attention": {"n_heads": get("n_head"), "bias": True, "dropout": float(get("attn_pdrop"))},
-            "mlp": {
+        return decoder_config(
+            name,
+            dtype,
+            vocab_size=get("vocab_size"),
+            d_model=get("n_embd"),
+            n_layers=get("n_layer"),
+            max_seq_len=get("n_positions"),
+            attention={"n_heads": get("n_head"), "bias": True, "dropout": float(get("attn_pdrop"))},
+            mlp={
                 "kind": "gelu",
                 "hidden": get("n_inner") or 4 * get("n_embd"),
                 "bias": True,
                 "gelu_approximate": ACTIVATIONS[activation],
             },
-            "positions": "learned",
-            "norm": "layernorm",
-            "norm_bias": True,
-            "norm_eps": float(get("layer_norm_epsilon")),
-            "residual": "pre",
-            "final_norm": True,
-            "tie_embeddings": get("tie_word_embeddings"),
-            "dropout": float(get("resid_pdrop")),
-            "init_std": float(get("initializer_range")),
-            "dtype": dtype,
-        }
-        return from_dict(data, kind="model", source="Hugging Face config.json")
+            positions="learned",
+            norm="layernorm",
+            norm_bias=True,
+            norm_eps=float(get("layer_norm_epsilon")),
+            tie_embeddings=get("tie_word_embeddings"),
+            dropout=float(get("resid_pdrop")),
+            init_std=float(get("initializer_range")),
+        )
 
     def ignored(self, hf_name: str, cfg: ModelConfig) -> bool:
         """Tensors a checkpoint may hold that transformers skips too: mask buffers, a tied head's copy."""
-        return bool(_MASK_BUFFERS.fullmatch(hf_name)) or (cfg.tie_embeddings and hf_name == "lm_head.weight")
+        return bool(_MASK_BUFFERS.fullmatch(hf_name)) or tied_head_copy(hf_name, cfg)
 
     # ------------------------------------------------------------------------------------------------- export
 
@@ -149,26 +149,15 @@ class GPT2Family:
         """Why ``GPT2LMHeadModel`` cannot express ``cfg`` (empty when it can)."""
         att = cfg.attention
         checks = [
-            (cfg.architecture != "decoder", f"architecture is {cfg.architecture!r}; GPT-2 is a decoder"),
             (cfg.positions != "learned", f"positions is {cfg.positions!r}; GPT-2 uses 'learned'"),
             (cfg.norm != "layernorm" or not cfg.norm_bias, "GPT-2 uses LayerNorm with biases (norm: layernorm, norm_bias: true)"),
             (cfg.mlp.kind != "gelu", f"mlp.kind is {cfg.mlp.kind!r}; GPT-2 uses 'gelu'"),
             (not cfg.mlp.bias, "mlp.bias is false; GPT-2 has MLP biases"),
-            (not (att.bias and att.output_bias), "GPT-2 has biases on q/k/v and the output projection (attention.bias)"),
+            (not att.bias, "attention.bias is false; GPT-2 has biases on q/k/v and the output projection"),
             (att.kv_heads != att.n_heads, f"attention.n_kv_heads is {att.kv_heads}; GPT-2 is multi-head (= n_heads)"),
             (cfg.head_dim * att.n_heads != cfg.d_model, f"head_dim x n_heads is not d_model ({cfg.d_model}); GPT-2 splits d_model"),
-            (att.qk_norm, "attention.qk_norm is set; GPT-2 has no QK-norm"),
-            (att.softcap is not None, f"attention.softcap is {att.softcap}; GPT-2 has no logit soft-capping"),
-            (att.window is not None, f"attention.window is {att.window}; GPT-2 has no sliding window"),
-            (att.scale is not None, f"attention.scale is {att.scale}; GPT-2 scales by 1/sqrt(head_dim)"),
-            (cfg.residual != "pre", f"residual is {cfg.residual!r}; GPT-2 is pre-norm"),
-            (not cfg.final_norm, "final_norm is false; GPT-2 norms before the head (ln_f)"),
-            (cfg.type_vocab_size > 0, "type_vocab_size is set; GPT-2 has no token types"),
-            (cfg.embedding_norm, "embedding_norm is set; GPT-2 has none"),
-            (cfg.embedding_scale is not None, "embedding_scale is set; GPT-2 does not scale its embeddings"),
-            (cfg.final_softcap is not None, "final_softcap is set; GPT-2 does not cap its logits"),
         ]
-        return [reason for failed, reason in checks if failed]
+        return decoder_export_problems(cfg, "GPT-2") + [reason for failed, reason in checks if failed]
 
     def hf_config(self, cfg: ModelConfig, *, dtype: str) -> dict[str, Any]:
         """``config.json`` for ``GPT2LMHeadModel`` (``cfg`` has passed :meth:`export_problems`)."""
@@ -193,28 +182,11 @@ class GPT2Family:
             "reorder_and_upcast_attn": False,
             "add_cross_attention": False,
             "tie_word_embeddings": cfg.tie_embeddings,
-            "bos_token_id": None,
-            "eos_token_id": None,
-            "pad_token_id": None,
-            "use_cache": True,
-            "torch_dtype": dtype,  # 4.x
-            "dtype": dtype,  # 5.x
+            **export_keys(dtype),
         }
 
     # -------------------------------------------------------------------------------------------------- names
 
     def hf_name(self, name: str, cfg: ModelConfig) -> Where | None:
-        """Where our tensor ``name`` is stored (``None``: GPT-2 has no such tensor). Under tied embeddings the
-        head maps to the token embedding, so both of our names share one stored tensor."""
-        if name == "lm_head.weight" and cfg.tie_embeddings:
-            return _GLOBAL["tok_embeddings.weight"]
-        if name in _GLOBAL:
-            return _GLOBAL[name]
-        match = _OUR_LAYER_NAME.fullmatch(name)
-        if match and match.group(2) in _LAYER:
-            where = _LAYER[match.group(2)]
-            prefix = f"transformer.h.{match.group(1)}."
-            if isinstance(where, Packed):
-                return Packed(prefix + where.name, part=where.part, parts=where.parts, transposed=where.transposed)
-            return prefix + where
-        return None
+        """Where our tensor ``name`` is stored (``None``: GPT-2 has no such tensor)."""
+        return mapped_name(name, cfg, _GLOBAL, _LAYER, "transformer.h.{i}.")

@@ -13,8 +13,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from model.hf_common import (
+    decoder_config,
+    decoder_export_problems,
+    export_keys,
+    mapped_name,
+    tied_head_copy,
+    with_defaults,
+)
 from model.hf_rope import rope_export_problems, rope_from_hf, rope_to_hf
-from specs.config_io import from_dict
+from model.loading import Where
 from specs.model_config import ModelConfig
 
 # Our names -> Hugging Face names. Layer entries are relative to ``layers.{i}.`` / ``model.layers.{i}.``.
@@ -37,7 +45,6 @@ _LAYER = {
         for kind in ("weight", "bias")
     },
 }
-_OUR_LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")
 _DERIVED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")  # buffers some old checkpoints saved
 
 # LlamaConfig's defaults, for keys a config.json may leave out.
@@ -69,7 +76,7 @@ class LlamaFamily:
         missing = [key for key in _REQUIRED if hf.get(key) is None]
         if missing:
             raise ValueError(f"Llama config.json lacks required keys: {', '.join(missing)}")
-        values: dict[str, Any] = {**_DEFAULTS, **{k: v for k, v in hf.items() if v is not None}}
+        values = with_defaults(hf, _DEFAULTS)
 
         def get(key: str, default: Any = None) -> Any:
             return values.get(key, default)
@@ -98,40 +105,32 @@ class LlamaFamily:
         }
         if head_dim is not None and (d_model % n_heads or head_dim != d_model // n_heads):
             attention["head_dim"] = head_dim
-        data = {
-            "kind": ModelConfig.KIND,
-            "version": ModelConfig.VERSION,
-            "name": name,
-            "architecture": "decoder",
-            "vocab_size": get("vocab_size"),
-            "d_model": d_model,
-            "n_layers": get("num_hidden_layers"),
-            "max_seq_len": max_seq_len,
-            "attention": attention,
-            "mlp": {"kind": "swiglu", "hidden": get("intermediate_size"), "bias": get("mlp_bias")},
-            "positions": "rope",
-            "rope": rope,
-            "norm": "rmsnorm",
-            "norm_eps": float(get("rms_norm_eps")),
-            "residual": "pre",
-            "final_norm": True,
-            "tie_embeddings": get("tie_word_embeddings"),
-            "init_std": float(get("initializer_range")),
-            "dtype": dtype,
-        }
-        return from_dict(data, kind="model", source="Hugging Face config.json")
+        return decoder_config(
+            name,
+            dtype,
+            vocab_size=get("vocab_size"),
+            d_model=d_model,
+            n_layers=get("num_hidden_layers"),
+            max_seq_len=max_seq_len,
+            attention=attention,
+            mlp={"kind": "swiglu", "hidden": get("intermediate_size"), "bias": get("mlp_bias")},
+            positions="rope",
+            rope=rope,
+            norm="rmsnorm",
+            norm_eps=float(get("rms_norm_eps")),
+            tie_embeddings=get("tie_word_embeddings"),
+            init_std=float(get("initializer_range")),
+        )
 
     def ignored(self, hf_name: str, cfg: ModelConfig) -> bool:
         """Tensors a checkpoint may hold that we derive instead (HF ignores them too)."""
-        return bool(_DERIVED.fullmatch(hf_name)) or (cfg.tie_embeddings and hf_name == "lm_head.weight")
+        return bool(_DERIVED.fullmatch(hf_name)) or tied_head_copy(hf_name, cfg)
 
     # ------------------------------------------------------------------------------------------------- export
 
     def export_problems(self, cfg: ModelConfig) -> list[str]:
         """Why ``LlamaForCausalLM`` cannot express ``cfg`` (empty when it can)."""
-        problems = []
-        if cfg.architecture != "decoder":
-            problems.append(f"architecture is {cfg.architecture!r}; Llama is a decoder")
+        problems = decoder_export_problems(cfg, "Llama")
         if cfg.positions != "rope" or cfg.rope is None:
             problems.append(f"positions is {cfg.positions!r}; Llama uses 'rope'")
         else:
@@ -140,16 +139,6 @@ class LlamaFamily:
             problems.append(f"norm is {cfg.norm!r}; Llama uses 'rmsnorm'")
         if cfg.mlp.kind != "swiglu":
             problems.append(f"mlp.kind is {cfg.mlp.kind!r}; Llama uses 'swiglu'")
-        if cfg.residual != "pre":
-            problems.append(f"residual is {cfg.residual!r}; Llama is pre-norm")
-        if not cfg.final_norm:
-            problems.append("final_norm is false; Llama always norms before the head")
-        if cfg.attention.qk_norm:
-            problems.append("attention.qk_norm is set; Llama has no QK-norm")
-        if cfg.attention.softcap is not None:
-            problems.append(f"attention.softcap is {cfg.attention.softcap}; Llama has no logit soft-capping")
-        if cfg.attention.window is not None:
-            problems.append(f"attention.window is {cfg.attention.window}; Llama has no sliding window")
         return problems
 
     def hf_config(self, cfg: ModelConfig, *, dtype: str) -> dict[str, Any]:
@@ -179,25 +168,12 @@ class LlamaFamily:
             # 4.x reads rope_theta + rope_scaling; 5.x reads rope_parameters (and lets rope_scaling override it,
             # which is consistent here). Dynamic NTK writes its original context as max_position_embeddings.
             **rope_to_hf(rope, max_seq_len=cfg.max_seq_len),
-            "bos_token_id": None,
-            "eos_token_id": None,
-            "pad_token_id": None,
-            "use_cache": True,
-            "torch_dtype": dtype,  # 4.x
-            "dtype": dtype,  # 5.x
+            **export_keys(dtype),
         }
 
     # -------------------------------------------------------------------------------------------------- names
 
-    def hf_name(self, name: str, cfg: ModelConfig) -> str | None:
-        """The Hugging Face name of our tensor ``name`` (``None``: Llama has none). Under tied embeddings the
-        head maps to the embedding, so both of our names share one stored tensor."""
-        if name == "lm_head.weight" and cfg.tie_embeddings:
-            return _GLOBAL["tok_embeddings.weight"]
-        if name in _GLOBAL:
-            return _GLOBAL[name]
-        match = _OUR_LAYER_NAME.fullmatch(name)
-        if match and match.group(2) in _LAYER:
-            return f"model.layers.{match.group(1)}.{_LAYER[match.group(2)]}"
-        return None
-
+    def hf_name(self, name: str, cfg: ModelConfig) -> Where | None:
+        """The Hugging Face name of our tensor ``name`` (``None``: Llama has none); every tensor is stored in our
+        layout, so never a :class:`Packed` entry."""
+        return mapped_name(name, cfg, _GLOBAL, _LAYER, "model.layers.{i}.")

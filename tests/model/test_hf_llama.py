@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,26 @@ def test_to_hf_rejects_qk_norm_softcap_window_post_norm(tmp_path):
         to_hf(model.build(cfg), tmp_path / "hf")
     for field in ("qk_norm", "softcap", "window", "residual", "rope.scaling"):
         assert field in str(err.value)
+
+
+OTHER_FAMILIES_OPTIONS = {
+    "embedding_scale=8.0": "embedding_scale is set; Llama does not scale its embeddings",
+    "final_softcap=30.0": "final_softcap is set; Llama does not cap its logits",
+    "attention.out_bias=true": "attention.out_bias differs from attention.bias",
+    "norm_weight_offset=1.0": "norm_weight_offset is 1.0; Llama has none",
+    "attention.scale=0.5": "attention.scale is 0.5; Llama scales by 1/sqrt(head_dim)",
+    "type_vocab_size=2": "type_vocab_size is 2; Llama has no token types",
+    "embedding_norm=true": "embedding_norm is set; Llama has no norm on the embeddings",
+}
+
+
+@pytest.mark.parametrize("override", OTHER_FAMILIES_OPTIONS)
+def test_to_hf_refuses_options_of_other_families(override, tmp_path):
+    """Each would be dropped silently by LlamaForCausalLM (a model that loads and computes something else)."""
+    cfg = specs.apply_overrides(specs.load_config("llama-tiny"), [override])
+    with pytest.raises(ValueError, match=f"llama: {re.escape(OTHER_FAMILIES_OPTIONS[override])}"):
+        to_hf(model.build(cfg), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 # ------------------------------------------------------------------------------------------------------- errors
