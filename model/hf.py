@@ -121,25 +121,22 @@ def to_hf(model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = F
         raise ValueError(f"no Hugging Face family can express model {cfg.name!r}:\n  " + "\n  ".join(lines))
 
     tensors: dict[str, torch.Tensor] = {}
-    packed: dict[str, dict[int, tuple[Packed, torch.Tensor]]] = {}
+    packed: dict[str, tuple[Packed, dict[int, torch.Tensor]]] = {}  # stored name -> (layout, our pieces)
     for ours, tensor in model.state_dict().items():
         hf_name = family.hf_name(ours, cfg)
         if hf_name is None:
             raise ValueError(f"{family.model_type} has no name for our tensor {ours!r}")
         tensor = tensor.detach().to("cpu").contiguous()
         if isinstance(hf_name, Packed):  # one piece of a stored tensor: packed once all pieces are in
-            packed.setdefault(hf_name.name, {})[hf_name.part] = (hf_name, tensor)
+            packed.setdefault(hf_name.name, (hf_name, {}))[1][hf_name.part] = tensor
             continue
         if hf_name in tensors:  # tied: several of our names share one stored tensor
             if not torch.equal(tensors[hf_name], tensor):
                 raise ValueError(f"{ours} should be tied to (equal to) the tensor stored as {hf_name}, but differs")
             continue
         tensors[hf_name] = tensor
-    for name, pieces in packed.items():
-        layout = pieces[0][0] if 0 in pieces else next(iter(pieces.values()))[0]
-        if sorted(pieces) != list(range(layout.parts)):
-            raise ValueError(f"{name} packs {layout.parts} of our tensors; the model has parts {sorted(pieces)}")
-        tensors[name] = layout.pack([pieces[i][1] for i in range(layout.parts)])
+    for name, (layout, pieces) in packed.items():
+        tensors[name] = layout.pack(pieces)
     floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
     common = max(set(floating), key=floating.count) if floating else None
     if common not in _DTYPE_NAMES:

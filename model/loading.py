@@ -53,11 +53,11 @@ class Packed:
         whole = stored.t() if self.transposed else stored
         return whole.chunk(self.parts, dim=0)[self.part].clone(memory_format=torch.contiguous_format)
 
-    def pack(self, pieces: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The stored tensor from all ``parts`` pieces, in order."""
-        if len(pieces) != self.parts:
-            raise ValueError(f"{self.name} packs {self.parts} tensors, got {len(pieces)}")
-        whole = torch.cat(list(pieces), dim=0)
+    def pack(self, pieces: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """The stored tensor from all ``parts`` pieces, by part number."""
+        if sorted(pieces) != list(range(self.parts)):
+            raise ValueError(f"{self.name} packs {self.parts} of our tensors; the model has parts {sorted(pieces)}")
+        whole = torch.cat([pieces[part] for part in range(self.parts)], dim=0)
         return (whole.t() if self.transposed else whole).contiguous()
 
 

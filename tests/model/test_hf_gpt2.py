@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 import model
 import specs
 from model.hf import from_hf, to_hf
+from model.loading import Packed
 from tests.model.conftest import assert_same_model, edited_copy, load_hf, model_diff, perturb_, random_ids, tiny_hf
 
 TOL = 1e-5
@@ -146,6 +147,18 @@ def test_to_hf_lists_what_neither_family_expresses(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------- errors
+
+
+def test_packed_entry_unpacks_what_it_packs():
+    q, k, v = (torch.randn(4, 3, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    entries = [Packed("c_attn.weight", part=i, parts=3, transposed=True) for i in range(3)]
+    stored = entries[0].pack({2: v, 0: q, 1: k})  # by part number, whatever the order they arrive in
+    assert stored.shape == entries[0].stored_shape(q.shape) == (3, 12)
+    assert torch.equal(stored, torch.cat([q, k, v]).t())
+    for entry, ours in zip(entries, (q, k, v), strict=True):
+        assert torch.equal(entry.unpack(stored), ours) and entry.unpack(stored).is_contiguous()
+    with pytest.raises(ValueError, match=r"c_attn.weight packs 3 of our tensors; the model has parts \[0, 2\]"):
+        entries[0].pack({0: q, 2: v})
 
 
 def _saved(tmp_path: Path, config_edit=None, tensors_edit=None) -> Path:
