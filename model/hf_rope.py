@@ -110,8 +110,6 @@ def rope_export_problems(rope: RoPEConfig) -> list[str]:
     """What in ``rope`` a transformers config cannot say."""
     if rope.scaling == "ntk":
         return ["rope.scaling is 'ntk' (static NTK), which transformers has no rope_type for; 'dynamic' and 'yarn' it has"]
-    if rope.attention_factor is not None and rope.scaling != "yarn":
-        return [f"rope.attention_factor is set with scaling {rope.scaling!r}; transformers reads it for yarn only"]
     return []
 
 
