@@ -206,6 +206,20 @@ def test_to_hf_with_scaled_rope_loads_in_transformers_and_back(case, tmp_path):
     assert_same_model(back, ours)
 
 
+@torch.no_grad()
+def test_static_ntk_is_the_unscaled_model_with_the_grown_base():
+    """transformers has no static NTK to compare with; by definition it is a larger base (head dim 16)."""
+    def build(*overrides: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return model.build(specs.apply_overrides(specs.load_config("llama-tiny"), list(overrides))).eval()
+
+    ntk = build("rope.scaling=ntk", "rope.factor=4.0")
+    grown = build(f"rope.theta={10000.0 * 4.0 ** (16 / 14)!r}")
+    ids = _ids(100, seed=10)
+    assert logit_diff(ntk(ids), grown(ids), "ntk vs grown base") <= TOL
+    assert (ntk(ids) - build()(ids)).abs().max() > 1e-3  # and the scaling does move the logits
+
+
 def test_to_hf_refuses_static_ntk(tmp_path):
     cfg = specs.apply_overrides(specs.load_config("llama-tiny"), ["rope.scaling=ntk", "rope.factor=2.0"])
     with pytest.raises(ValueError, match="static NTK"):
