@@ -39,14 +39,16 @@ class SelfAttention(AttentionProjections):
         self.layer_idx = layer_idx
         self.causal = causal
         self.window = cfg.layer_window(layer_idx)
+        self.windowed = self.window is not None  # picks the local RoPE table (rope.local_theta)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         _X.check(x)
         q = self.q_norm(self.split_heads(self.wq(x), self.n_heads))  # (B, Hq, T, D)
         k = self.k_norm(self.split_heads(self.wk(x), self.n_kv_heads))  # (B, Hkv, T, D)
         v = self.split_heads(self.wv(x), self.n_kv_heads)
-        if ctx.rope is not None:
-            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        rope = ctx.rope_for(self.windowed)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if ctx.cache is not None:
             k, v = ctx.cache.update(self.layer_idx, k, v)  # every key the new queries may see
         call = AttentionCall(

@@ -22,7 +22,7 @@ from blocks.block import build_block
 from blocks.norms import RMSNorm, build_norm
 from blocks.scaling import scale_or_identity, softcap_or_identity
 from model.inputs import check_cache, check_cache_len, check_input_ids, check_positions, default_positions
-from model.positions import build_positions
+from model.positions import build_local_positions, build_positions
 from specs.cache import CacheStep, KVCache
 from specs.model_config import ModelConfig
 from specs.protocols import LMOutput, OutputKind
@@ -38,6 +38,7 @@ class DecoderLM(nn.Module):
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.d_model)
         self.embed_scale = scale_or_identity(config.embedding_scale)
         self.positions = build_positions(config)
+        self.local_positions = build_local_positions(config)  # sliding-window layers' own RoPE base, if any
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(build_block(config, i) for i in range(config.n_layers))
         self.norm = build_norm(config) if config.final_norm else nn.Identity()
@@ -70,8 +71,9 @@ class DecoderLM(nn.Module):
         else:
             check_positions(positions, batch, seq, self.config)
         x, rope = self.positions(self.embed_scale(self.tok_embeddings(input_ids)), positions)
+        _, local_rope = self.local_positions(x, positions)
         x = self.dropout(x)
-        ctx = AttentionContext(rope=rope, allow_mask=attn_mask, cache=cache, step=step)
+        ctx = AttentionContext(rope=rope, local_rope=local_rope, allow_mask=attn_mask, cache=cache, step=step)
         for layer in self.layers:
             x = layer(x, ctx)
         if cache is not None:

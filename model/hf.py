@@ -3,13 +3,17 @@ one that ``transformers`` loads (``AutoModelForCausalLM`` for decoders, ``AutoMo
 for encoders).
 
 ``transformers`` is never imported: ``config.json`` is read as JSON and weights as safetensors (pickled
-``pytorch_model.bin`` files are refused). Each supported family, keyed by ``config.json``'s ``model_type``,
-supplies the config mapping and plain name tables (``config_from_hf``, ``hf_config``, ``export_problems``,
-``hf_name``, ``ignored``); the loading, checking and writing here are shared by all of them.
+``pytorch_model.bin`` files are refused). Each supported family, keyed by ``config.json``'s ``model_type``
+(:data:`HF_FAMILIES`), supplies the config mapping and plain name tables
+(``config_from_hf``, ``hf_config``, ``export_problems``, ``hf_name``, ``ignored``); a tensor stored in another
+layout (GPT-2's transposed ``Conv1D`` weights and fused q/k/v) is named with a :class:`model.loading.Packed`
+entry, which unpacks on import and packs on export. The loading, checking and writing here are shared by all
+families.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -22,10 +26,11 @@ from torch import nn
 from model.atomic import atomic_directory
 from model.build import DTYPES, LanguageModel, build
 from model.hf_bert import BertFamily
-from model.hf_gemma import Gemma2Family
+from model.hf_gemma import Gemma2Family, Gemma3TextFamily
+from model.hf_gpt2 import GPT2Family
 from model.hf_llama import LlamaFamily
 from model.hf_qwen import Qwen2Family, Qwen3Family
-from model.loading import load_weights
+from model.loading import Packed, Where, load_weights, stored_tensors
 from model.target_rules import HUGGING_FACE
 from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
 from specs.errors import CheckpointError
@@ -37,6 +42,9 @@ class HFFamily(Protocol):
 
     model_type: str  # config.json's model_type
     architecture: str  # config.json's architectures[0] (the family's main one, when it imports several)
+    # What the LM's names add to the base model's ("model.", "transformer."); "" when the family maps both
+    # itself (BERT).
+    base_prefix: str
 
     def config_from_hf(self, hf: dict[str, Any], *, name: str, dtype: str) -> ModelConfig: ...
 
@@ -46,8 +54,10 @@ class HFFamily(Protocol):
         """Why this family cannot express ``cfg`` (empty when it can)."""
         ...
 
-    def hf_name(self, name: str, cfg: ModelConfig) -> str | None:
-        """The Hugging Face name of our tensor ``name`` (None: the family has none)."""
+    def hf_name(self, name: str, cfg: ModelConfig) -> Where | None:
+        """Where our tensor ``name`` is stored: a Hugging Face name, a :class:`Packed` entry when the stored
+        layout differs (transposed, several of ours in one tensor), or None when the family has none. Several
+        of our names may share a stored name: tied (equal) tensors, or the parts of a packed one."""
         ...
 
     def ignored(self, hf_name: str, cfg: ModelConfig) -> bool:
@@ -61,6 +71,8 @@ HF_FAMILIES: dict[str, HFFamily] = {
     "qwen2": Qwen2Family(),
     "qwen3": Qwen3Family(),
     "gemma2": Gemma2Family(),
+    "gemma3_text": Gemma3TextFamily(),
+    "gpt2": GPT2Family(),
     "bert": BertFamily(),
 }
 
@@ -97,7 +109,7 @@ def from_hf(
     load_weights(
         model,
         root,
-        {ours: hf_name for ours, hf_name in names.items() if hf_name is not None},
+        _base_model_names({ours: where for ours, where in names.items() if where is not None}, root, family),
         ignored=lambda hf_name: family.ignored(hf_name, cfg),
         device=device,
         dtype=dtype,
@@ -123,16 +135,22 @@ def to_hf(model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = F
         raise ValueError(f"no Hugging Face family can express model {cfg.name!r}:\n  " + "\n  ".join(lines))
 
     tensors: dict[str, torch.Tensor] = {}
+    packed: dict[str, tuple[Packed, dict[int, torch.Tensor]]] = {}  # stored name -> (layout, our pieces)
     for ours, tensor in model.state_dict().items():
         hf_name = family.hf_name(ours, cfg)
         if hf_name is None:
             raise ValueError(f"{family.model_type} has no name for our tensor {ours!r}")
         tensor = tensor.detach().to("cpu").contiguous()
+        if isinstance(hf_name, Packed):  # one piece of a stored tensor: packed once all pieces are in
+            packed.setdefault(hf_name.name, (hf_name, {}))[1][hf_name.part] = tensor
+            continue
         if hf_name in tensors:  # tied: several of our names share one stored tensor
             if not torch.equal(tensors[hf_name], tensor):
                 raise ValueError(f"{ours} should be tied to (equal to) the tensor stored as {hf_name}, but differs")
             continue
         tensors[hf_name] = tensor
+    for name, (layout, pieces) in packed.items():
+        tensors[name] = layout.pack(pieces)
     floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
     common = max(set(floating), key=floating.count) if floating else None
     if common not in _DTYPE_NAMES:
@@ -162,6 +180,23 @@ def _family(model_type: object, root: Path) -> HFFamily:
 def _architecture(hf: dict[str, Any], family: HFFamily) -> str:
     named = hf.get("architectures")
     return str(named[0]) if isinstance(named, list) and named else family.architecture
+
+
+def _base_model_names(names: dict[str, Where], root: Path, family: HFFamily) -> dict[str, Where]:
+    """A checkpoint saved from the base model (``GPT2Model``; the Hub's ``gpt2`` is one) names its tensors
+    without the LM's prefix (``h.0.ln_1.weight``, not ``transformer.h.0.ln_1.weight``); transformers loads it
+    into the LM all the same, and so do we. Nothing changes when any stored name carries the prefix."""
+    prefix = family.base_prefix
+    stored = set(stored_tensors(root)[0])
+    if not prefix or not stored or any(name.startswith(prefix) for name in stored):
+        return names
+
+    def strip(where: Where) -> Where:
+        if isinstance(where, Packed):
+            return dataclasses.replace(where, name=where.name.removeprefix(prefix))
+        return where.removeprefix(prefix)
+
+    return {ours: strip(where) for ours, where in names.items()}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

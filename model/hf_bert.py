@@ -88,6 +88,7 @@ class BertFamily:
 
     model_type = "bert"
     architecture = "BertModel"
+    base_prefix = ""  # hf_name reads BertModel and BertFor* names itself
 
     # ------------------------------------------------------------------------------------------------- import
 

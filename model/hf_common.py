@@ -1,40 +1,109 @@
-"""What the Hugging Face families beyond Llama share: reading the keys they have in common with Llama through
-the Llama mapping, and per-layer attention types (``layer_types``) both ways.
+"""What the Hugging Face decoder families share: the options no plain pre-norm decoder has, the name lookup
+through a global and a per-layer table, the config keys every exported ``config.json`` has, and per-layer
+attention types (``layer_types``) both ways.
 
-Qwen 2/3 and Gemma 2/3 name their sizes, heads, RoPE parameters, norms' epsilon and attention projections as
-Llama does, so each of those families reads ``config.json`` through :class:`LlamaFamily` (RoPE dialects and
-scalings included) and then sets what it changes. ``layer_types`` lists ``"sliding_attention"`` or
-``"full_attention"`` per layer; our config says the same with ``attention.window`` and
-``attention.global_every`` (:meth:`specs.AttentionConfig.layer_window`), which covers every layer pattern
-where the global layers are each ``global_every``-th (Gemma 2: 2, Gemma 3: 6), all layers or none.
+``layer_types`` lists ``"sliding_attention"`` or ``"full_attention"`` per layer; our config says the same with
+``attention.window`` and ``attention.global_every`` (:meth:`specs.AttentionConfig.layer_window`), which covers
+every layer pattern where the global layers are each ``global_every``-th (Gemma 2: 2, Gemma 3: 6), all layers
+or none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from model.hf_llama import LlamaFamily
-from specs.config_io import to_dict
+from model.loading import Packed, Where
+from specs.config_io import from_dict
 from specs.model_config import ModelConfig
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")  # our per-layer tensor names: index, name inside the layer
 
 
-def read_as_llama(values: dict[str, Any], *, label: str, name: str, dtype: str) -> dict[str, Any]:
-    """Our config (as plain data, to be adjusted) for the Llama keys of ``values``; the Llama mapping's
-    errors are re-worded to name the family ``label``."""
-    try:
-        return to_dict(LlamaFamily().config_from_hf(values, name=name, dtype=dtype))
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("Llama", label)) from None
+def with_defaults(hf: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``hf`` over ``defaults``; a key written as ``null`` counts as left out, as the config classes read it."""
+    return {**defaults, **{key: value for key, value in hf.items() if value is not None}}
 
 
-def llama_problems(llama_view: ModelConfig, *, label: str) -> list[str]:
-    """Llama's export problems for ``llama_view`` (a config with the family's own features taken away),
-    re-worded to name the family."""
-    return [problem.replace("Llama", label) for problem in LlamaFamily().export_problems(llama_view)]
+def decoder_config(name: str, dtype: str, **fields: Any) -> ModelConfig:
+    """Our config for an imported pre-norm decoder with a final norm: ``fields`` are the family's own."""
+    data = {
+        "kind": ModelConfig.KIND,
+        "version": ModelConfig.VERSION,
+        "name": name,
+        "architecture": "decoder",
+        "residual": "pre",
+        "final_norm": True,
+        "dtype": dtype,
+        **fields,
+    }
+    return from_dict(data, kind="model", source="Hugging Face config.json")
+
+
+def tied_head_copy(hf_name: str, cfg: ModelConfig) -> bool:
+    """Whether ``hf_name`` is the head's own copy of the tied embeddings, which some checkpoints store and
+    transformers skips (the head is the embedding)."""
+    return cfg.tie_embeddings and hf_name == "lm_head.weight"
+
+
+def decoder_export_problems(cfg: ModelConfig, family: str) -> list[str]:
+    """Why a plain pre-norm decoder of ``family`` (its name, for the messages) cannot express ``cfg``: the
+    options that only other families (Gemma, Qwen, BERT) have. Each family adds its own checks."""
+    att = cfg.attention
+    checks = [
+        (cfg.architecture != "decoder", f"architecture is {cfg.architecture!r}; {family} is a decoder"),
+        (cfg.residual != "pre", f"residual is {cfg.residual!r}; {family} is pre-norm"),
+        (not cfg.final_norm, f"final_norm is false; {family} always norms before the head"),
+        (att.qk_norm, f"attention.qk_norm is set; {family} has no QK-norm"),
+        (att.softcap is not None, f"attention.softcap is {att.softcap}; {family} has no logit soft-capping"),
+        (att.window is not None, f"attention.window is {att.window}; {family} has no sliding window"),
+        (att.scale is not None, f"attention.scale is {att.scale}; {family} scales by 1/sqrt(head_dim)"),
+        (
+            att.output_bias != att.bias,
+            f"attention.out_bias differs from attention.bias; {family} has one bias setting for q, k, v and output",
+        ),
+        (cfg.norm_weight_offset != 0, f"norm_weight_offset is {cfg.norm_weight_offset}; {family} has none"),
+        (cfg.type_vocab_size > 0, f"type_vocab_size is {cfg.type_vocab_size}; {family} has no token types"),
+        (cfg.embedding_norm, f"embedding_norm is set; {family} has no norm on the embeddings"),
+        (cfg.embedding_scale is not None, f"embedding_scale is set; {family} does not scale its embeddings"),
+        (cfg.final_softcap is not None, f"final_softcap is set; {family} does not cap its logits"),
+    ]
+    return [reason for failed, reason in checks if failed]
+
+
+def mapped_name(
+    name: str, cfg: ModelConfig, global_names: Mapping[str, Where], layer_names: Mapping[str, Where], layers: str
+) -> Where | None:
+    """Where our tensor ``name`` is stored, by a table of global names and one of names relative to layer ``i``
+    (stored under ``layers.format(i=i)``, e.g. ``"model.layers.{i}."``); ``None`` when neither has it. Under
+    tied embeddings the head maps to the token embedding, so both of our names share one stored tensor."""
+    if name == "lm_head.weight" and cfg.tie_embeddings:
+        return global_names["tok_embeddings.weight"]
+    if name in global_names:
+        return global_names[name]
+    match = LAYER_NAME.fullmatch(name)
+    if match is None or match.group(2) not in layer_names:
+        return None
+    where, prefix = layer_names[match.group(2)], layers.format(i=match.group(1))
+    if isinstance(where, Packed):
+        return dataclasses.replace(where, name=prefix + where.name)
+    return prefix + where
+
+
+def export_keys(dtype: str) -> dict[str, Any]:
+    """The ``config.json`` keys every export ends with: no special tokens (a tokenizer is not part of the
+    model), caching on, and the dtype under both its 4.x and 5.x names."""
+    return {
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+        "use_cache": True,
+        "torch_dtype": dtype,  # 4.x
+        "dtype": dtype,  # 5.x
+    }
 
 
 def layer_types(cfg: ModelConfig) -> list[str]:

@@ -24,8 +24,10 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from model.hf_common import FULL, LAYER_NAME, SLIDING, layer_types, llama_problems, read_as_llama, window_section
+from model.hf_common import FULL, LAYER_NAME, SLIDING, layer_types, window_section
 from model.hf_llama import LlamaFamily
+from model.hf_llama_like import llama_problems, read_as_llama
+from model.loading import Where
 from specs.config_io import from_dict
 from specs.model_config import ModelConfig
 
@@ -46,6 +48,7 @@ class _GemmaFamily:
 
     model_type: str
     architecture: str
+    base_prefix = "model."
     label: str
     qk_norm: bool
     attention_softcap: bool
@@ -171,7 +174,7 @@ class _GemmaFamily:
 
     # -------------------------------------------------------------------------------------------------- names
 
-    def hf_name(self, name: str, cfg: ModelConfig) -> str | None:
+    def hf_name(self, name: str, cfg: ModelConfig) -> Where | None:
         """Gemma's four norms per layer (and Gemma 3's QK-norm); everything else is named as in Llama."""
         match = LAYER_NAME.fullmatch(name)
         if match and match.group(2) in _LAYER:

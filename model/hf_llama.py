@@ -3,7 +3,9 @@
 ``LlamaForCausalLM`` is a pre-norm decoder with RMSNorm, SwiGLU (``silu``), RoPE in the rotate-half layout our
 attention uses (so q/k need no permutation) and MHA/GQA/MQA. Both config dialects are read: 4.x writes
 ``rope_theta`` and ``rope_scaling`` at the top level, 5.x nests them in ``rope_parameters`` (and names the dtype
-``dtype`` rather than ``torch_dtype``). Exported configs carry both dialects.
+``dtype`` rather than ``torch_dtype``). Exported configs carry both dialects. Every RoPE type but ``longrope``
+is supported (``default``, ``linear``, ``dynamic``, ``llama3`` -- every Llama 3.1/3.2 checkpoint --, ``yarn``);
+how their settings map, and what ``max_seq_len`` becomes, is in :mod:`model.hf_rope`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from specs.config_io import from_dict
+from model.hf_common import (
+    decoder_config,
+    decoder_export_problems,
+    export_keys,
+    mapped_name,
+    tied_head_copy,
+    with_defaults,
+)
+from model.hf_rope import rope_export_problems, rope_from_hf, rope_to_hf
+from model.loading import Where
 from specs.model_config import ModelConfig
 
 # Our names -> Hugging Face names. Layer entries are relative to ``layers.{i}.`` / ``model.layers.{i}.``.
@@ -34,10 +45,8 @@ _LAYER = {
         for kind in ("weight", "bias")
     },
 }
-_OUR_LAYER_NAME = re.compile(r"layers\.(\d+)\.(.+)")
 _DERIVED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")  # buffers some old checkpoints saved
 
-ROPE_TYPES = ("default", "linear")
 # LlamaConfig's defaults, for keys a config.json may leave out.
 _DEFAULTS: dict[str, Any] = {
     "max_position_embeddings": 2048,
@@ -58,6 +67,7 @@ class LlamaFamily:
 
     model_type = "llama"
     architecture = "LlamaForCausalLM"
+    base_prefix = "model."
 
     # ------------------------------------------------------------------------------------------------- import
 
@@ -66,7 +76,7 @@ class LlamaFamily:
         missing = [key for key in _REQUIRED if hf.get(key) is None]
         if missing:
             raise ValueError(f"Llama config.json lacks required keys: {', '.join(missing)}")
-        values: dict[str, Any] = {**_DEFAULTS, **{k: v for k, v in hf.items() if v is not None}}
+        values = with_defaults(hf, _DEFAULTS)
 
         def get(key: str, default: Any = None) -> Any:
             return values.get(key, default)
@@ -76,11 +86,12 @@ class LlamaFamily:
             problems.append(f"hidden_act {get('hidden_act')!r} is not supported (Llama SwiGLU needs 'silu')")
         if get("partial_rotary_factor", 1.0) != 1.0:
             problems.append(f"partial_rotary_factor {get('partial_rotary_factor')} is not supported (only 1.0)")
-        rope_type, theta, factor = _read_rope(hf)
-        if rope_type not in ROPE_TYPES:
-            problems.append(
-                f"RoPE type {rope_type!r} is not implemented; supported rope types: {', '.join(ROPE_TYPES)}"
+        try:
+            rope, max_seq_len = rope_from_hf(
+                hf, max_positions=get("max_position_embeddings"), default_theta=_DEFAULTS["rope_theta"]
             )
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise ValueError("cannot import this Llama checkpoint:\n  " + "\n  ".join(problems))
 
@@ -94,72 +105,40 @@ class LlamaFamily:
         }
         if head_dim is not None and (d_model % n_heads or head_dim != d_model // n_heads):
             attention["head_dim"] = head_dim
-        rope: dict[str, Any] = {"theta": float(theta)}
-        if rope_type == "linear":
-            rope.update(scaling="linear", factor=float(factor))
-        data = {
-            "kind": ModelConfig.KIND,
-            "version": ModelConfig.VERSION,
-            "name": name,
-            "architecture": "decoder",
-            "vocab_size": get("vocab_size"),
-            "d_model": d_model,
-            "n_layers": get("num_hidden_layers"),
-            "max_seq_len": get("max_position_embeddings"),
-            "attention": attention,
-            "mlp": {"kind": "swiglu", "hidden": get("intermediate_size"), "bias": get("mlp_bias")},
-            "positions": "rope",
-            "rope": rope,
-            "norm": "rmsnorm",
-            "norm_eps": float(get("rms_norm_eps")),
-            "residual": "pre",
-            "final_norm": True,
-            "tie_embeddings": get("tie_word_embeddings"),
-            "init_std": float(get("initializer_range")),
-            "dtype": dtype,
-        }
-        return from_dict(data, kind="model", source="Hugging Face config.json")
+        return decoder_config(
+            name,
+            dtype,
+            vocab_size=get("vocab_size"),
+            d_model=d_model,
+            n_layers=get("num_hidden_layers"),
+            max_seq_len=max_seq_len,
+            attention=attention,
+            mlp={"kind": "swiglu", "hidden": get("intermediate_size"), "bias": get("mlp_bias")},
+            positions="rope",
+            rope=rope,
+            norm="rmsnorm",
+            norm_eps=float(get("rms_norm_eps")),
+            tie_embeddings=get("tie_word_embeddings"),
+            init_std=float(get("initializer_range")),
+        )
 
     def ignored(self, hf_name: str, cfg: ModelConfig) -> bool:
         """Tensors a checkpoint may hold that we derive instead (HF ignores them too)."""
-        return bool(_DERIVED.fullmatch(hf_name)) or (cfg.tie_embeddings and hf_name == "lm_head.weight")
+        return bool(_DERIVED.fullmatch(hf_name)) or tied_head_copy(hf_name, cfg)
 
     # ------------------------------------------------------------------------------------------------- export
 
     def export_problems(self, cfg: ModelConfig) -> list[str]:
         """Why ``LlamaForCausalLM`` cannot express ``cfg`` (empty when it can)."""
-        problems = []
-        if cfg.architecture != "decoder":
-            problems.append(f"architecture is {cfg.architecture!r}; Llama is a decoder")
+        problems = decoder_export_problems(cfg, "Llama")
         if cfg.positions != "rope" or cfg.rope is None:
             problems.append(f"positions is {cfg.positions!r}; Llama uses 'rope'")
-        elif cfg.rope.scaling not in ("none", "linear"):
-            problems.append(f"rope.scaling is {cfg.rope.scaling!r}; Llama expresses only 'none' and 'linear'")
+        else:
+            problems += rope_export_problems(cfg.rope)
         if cfg.norm != "rmsnorm":
             problems.append(f"norm is {cfg.norm!r}; Llama uses 'rmsnorm'")
         if cfg.mlp.kind != "swiglu":
             problems.append(f"mlp.kind is {cfg.mlp.kind!r}; Llama uses 'swiglu'")
-        if cfg.residual != "pre":
-            problems.append(f"residual is {cfg.residual!r}; Llama is pre-norm")
-        if not cfg.final_norm:
-            problems.append("final_norm is false; Llama always norms before the head")
-        if cfg.attention.qk_norm:
-            problems.append("attention.qk_norm is set; Llama has no QK-norm")
-        if cfg.attention.softcap is not None:
-            problems.append(f"attention.softcap is {cfg.attention.softcap}; Llama has no logit soft-capping")
-        if cfg.attention.window is not None:
-            problems.append(f"attention.window is {cfg.attention.window}; Llama has no sliding window")
-        if cfg.attention.output_bias != cfg.attention.bias:
-            problems.append("attention.out_bias differs from attention.bias; Llama's attention_bias covers all four")
-        if cfg.attention.scale is not None:
-            problems.append(f"attention.scale is {cfg.attention.scale}; Llama scales by 1/sqrt(head_dim)")
-        if cfg.norm_weight_offset:
-            problems.append(f"norm_weight_offset is {cfg.norm_weight_offset}; Llama's RMSNorm scales by its weight")
-        for field in ("embedding_scale", "final_softcap"):
-            if getattr(cfg, field) is not None:
-                problems.append(f"{field} is {getattr(cfg, field)}; Llama has none")
-        if cfg.embedding_norm or cfg.type_vocab_size:
-            problems.append("embedding_norm or type_vocab_size is set; Llama has neither")
         return problems
 
     def hf_config(self, cfg: ModelConfig, *, dtype: str) -> dict[str, Any]:
@@ -168,10 +147,6 @@ class LlamaFamily:
         rope = cfg.rope
         if rope is None:
             raise ValueError("a Llama config needs RoPE (check export_problems first)")
-        linear = rope.scaling == "linear"
-        rope_parameters: dict[str, Any] = {"rope_type": "linear" if linear else "default", "rope_theta": rope.theta}
-        if linear:
-            rope_parameters["factor"] = rope.factor
         return {
             "architectures": [self.architecture],
             "model_type": self.model_type,
@@ -183,7 +158,6 @@ class LlamaFamily:
             "num_key_value_heads": cfg.attention.kv_heads,
             "head_dim": cfg.head_dim,
             "hidden_act": "silu",
-            "max_position_embeddings": cfg.max_seq_len,
             "rms_norm_eps": cfg.norm_eps,
             "initializer_range": cfg.init_std,
             "tie_word_embeddings": cfg.tie_embeddings,
@@ -192,42 +166,14 @@ class LlamaFamily:
             "mlp_bias": cfg.mlp.bias,
             "pretraining_tp": 1,
             # 4.x reads rope_theta + rope_scaling; 5.x reads rope_parameters (and lets rope_scaling override it,
-            # which is consistent here).
-            "rope_theta": rope.theta,
-            "rope_scaling": {"rope_type": "linear", "factor": rope.factor} if linear else None,
-            "rope_parameters": rope_parameters,
-            "bos_token_id": None,
-            "eos_token_id": None,
-            "pad_token_id": None,
-            "use_cache": True,
-            "torch_dtype": dtype,  # 4.x
-            "dtype": dtype,  # 5.x
+            # which is consistent here). Dynamic NTK writes its original context as max_position_embeddings.
+            **rope_to_hf(rope, max_seq_len=cfg.max_seq_len),
+            **export_keys(dtype),
         }
 
     # -------------------------------------------------------------------------------------------------- names
 
-    def hf_name(self, name: str, cfg: ModelConfig) -> str | None:
-        """The Hugging Face name of our tensor ``name`` (``None``: Llama has none). Under tied embeddings the
-        head maps to the embedding, so both of our names share one stored tensor."""
-        if name == "lm_head.weight" and cfg.tie_embeddings:
-            return _GLOBAL["tok_embeddings.weight"]
-        if name in _GLOBAL:
-            return _GLOBAL[name]
-        match = _OUR_LAYER_NAME.fullmatch(name)
-        if match and match.group(2) in _LAYER:
-            return f"model.layers.{match.group(1)}.{_LAYER[match.group(2)]}"
-        return None
-
-
-def _read_rope(hf: dict[str, Any]) -> tuple[Any, float, float]:
-    """``(rope_type, theta, factor)`` from either dialect. As in transformers 5.x, a ``rope_scaling`` mapping
-    takes precedence over ``rope_parameters``, and a ``rope_theta`` inside the mapping over the top-level one."""
-    params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"rope parameters must be a mapping, got {params!r}")
-    rope_type = params.get("rope_type", params.get("type", "default"))
-    theta = params.get("rope_theta", hf.get("rope_theta", _DEFAULTS["rope_theta"]))
-    factor = params.get("factor", 1.0)
-    if rope_type == "linear" and "factor" not in params:
-        raise ValueError("linear RoPE scaling needs a 'factor'")
-    return rope_type, float(theta or _DEFAULTS["rope_theta"]), float(factor)
+    def hf_name(self, name: str, cfg: ModelConfig) -> Where | None:
+        """The Hugging Face name of our tensor ``name`` (``None``: Llama has none); every tensor is stored in our
+        layout, so never a :class:`Packed` entry."""
+        return mapped_name(name, cfg, _GLOBAL, _LAYER, "model.layers.{i}.")

@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from model.hf_common import FULL, LAYER_NAME, SLIDING, layer_types, llama_problems, read_as_llama, window_section
+from model.hf_common import FULL, LAYER_NAME, SLIDING, layer_types, window_section
 from model.hf_llama import LlamaFamily
+from model.hf_llama_like import llama_problems, read_as_llama
+from model.loading import Where
 from specs.config_io import from_dict
 from specs.model_config import ModelConfig
 
@@ -31,6 +33,7 @@ class _QwenFamily:
 
     model_type: str
     architecture: str
+    base_prefix = "model."
     label: str
     qk_norm: bool
     defaults: dict[str, Any]
@@ -109,7 +112,7 @@ class _QwenFamily:
 
     # -------------------------------------------------------------------------------------------------- names
 
-    def hf_name(self, name: str, cfg: ModelConfig) -> str | None:
+    def hf_name(self, name: str, cfg: ModelConfig) -> Where | None:
         """Llama's names, and Qwen 3's QK-norm weights."""
         match = LAYER_NAME.fullmatch(name)
         if self.qk_norm and match and match.group(2) in _QK_NORM:

@@ -1,11 +1,13 @@
 """One way to put stored weights into a model: check everything first, then read.
 
-Our checkpoints and Hugging Face imports differ only in how tensors are named on disk, so both go through
-:func:`check_stored` / :func:`load_weights` with a *name map* (our state-dict name -> stored name). The
-model is built on the meta device, the safetensors headers are read and compared with it (names, shapes,
-index consistency) and every problem is reported at once as a :class:`specs.CheckpointError`, before a single
-tensor is read; then the tensors are loaded straight onto the target device with ``assign=True`` and tied
-weights are re-tied.
+Our checkpoints and Hugging Face imports differ only in how tensors are named and laid out on disk, so both
+go through :func:`check_stored` / :func:`load_weights` with a *name map*: our state-dict name -> the stored
+name, or a :class:`Packed` entry when the stored tensor holds ours in another layout (transposed, or several of
+ours concatenated: GPT-2's ``Conv1D`` weights and fused ``c_attn``). The model is built on the meta device, the
+safetensors headers are read and compared with it (names, shapes -- a packed entry gives the stored shape from
+ours --, index consistency) and every problem is reported at once as a :class:`specs.CheckpointError`, before
+a single tensor is read; then the tensors are loaded straight onto the target device with ``assign=True`` and
+tied weights are re-tied.
 
 Other containers (GGUF, :mod:`model.gguf`) list their tensors their own way and reuse the two halves:
 :func:`compare` (names and shapes against the model, one line per problem) and :func:`assign`.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,42 @@ from specs.errors import CheckpointError
 class StoredTensor:
     file: str
     shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Where one of our tensors sits inside a stored tensor of another layout: the stored tensor ``name`` is
+    ``parts`` equal pieces of ours concatenated along our dim 0 (this one is piece ``part``), transposed when
+    ``transposed`` (a 2-D ``[in, out]`` weight, like GPT-2's ``Conv1D``). One description serves both ways:
+    :meth:`unpack` on load, :meth:`pack` on export, :meth:`stored_shape` to check a header before reading."""
+
+    name: str
+    part: int = 0
+    parts: int = 1
+    transposed: bool = False
+
+    def stored_shape(self, ours: Sequence[int]) -> tuple[int, ...]:
+        shape = (ours[0] * self.parts, *ours[1:]) if ours else ()
+        return shape[::-1] if self.transposed else shape
+
+    def unpack(self, stored: torch.Tensor) -> torch.Tensor:
+        """Our piece of ``stored``, as a tensor of its own (never a view that keeps the packed one alive)."""
+        whole = stored.t() if self.transposed else stored
+        return whole.chunk(self.parts, dim=0)[self.part].clone(memory_format=torch.contiguous_format)
+
+    def pack(self, pieces: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """The stored tensor from all ``parts`` pieces, by part number."""
+        if sorted(pieces) != list(range(self.parts)):
+            raise ValueError(f"{self.name} packs {self.parts} of our tensors; the model has parts {sorted(pieces)}")
+        whole = torch.cat([pieces[part] for part in range(self.parts)], dim=0)
+        return (whole.t() if self.transposed else whole).contiguous()
+
+
+Where = str | Packed  # a name map's value: the stored name, or where in a stored tensor of another layout
+
+
+def stored_name(where: Where) -> str:
+    return where.name if isinstance(where, Packed) else where
 
 
 def stored_tensors(root: Path) -> tuple[dict[str, StoredTensor], list[str]]:
@@ -60,7 +98,7 @@ def stored_tensors(root: Path) -> tuple[dict[str, StoredTensor], list[str]]:
 def check_stored(
     model: nn.Module,
     root: Path,
-    names: Mapping[str, str],
+    names: Mapping[str, Where],
     *,
     ignored: Callable[[str], bool] = lambda name: False,
     described_by: str = "config.json",
@@ -78,14 +116,14 @@ def check_stored(
 def compare(
     model: nn.Module,
     stored: Mapping[str, StoredTensor],
-    names: Mapping[str, str],
+    names: Mapping[str, Where],
     *,
     ignored: Callable[[str], bool] = lambda name: False,
     described_by: str = "config.json",
     complete: bool = True,
 ) -> list[str]:
     """One line per difference between what is ``stored`` and what ``model`` (any device, meta included) holds
-    through ``names`` (our name -> stored name): unmapped tensors of ours, shapes that differ, stored tensors
+    through ``names`` (our name -> stored name or :class:`Packed` place): unmapped tensors of ours, shapes that differ, stored tensors
     missing (only reported when the listing is ``complete``) or left over (unless ``ignored``)."""
     problems: list[str] = []
     files = sorted({t.file for t in stored.values()})
@@ -94,19 +132,25 @@ def compare(
     unmapped = sorted(set(wanted) - set(names))
     if unmapped:  # an assembler/name-table mismatch, not a damaged file; still reported, never guessed
         problems.append(f"no stored name is known for our tensors: {', '.join(unmapped)}")
-    for ours, name in names.items():
-        if name in stored and stored[name].shape != wanted[ours]:
+    for ours, where in names.items():
+        name = stored_name(where)
+        expected = where.stored_shape(wanted[ours]) if isinstance(where, Packed) else wanted[ours]
+        if name in stored and stored[name].shape != expected:
             problems.append(
                 f"{stored[name].file}: tensor {name!r} has shape {list(stored[name].shape)}, the model built from "
-                f"{described_by} expects {list(wanted[ours])}"
+                f"{described_by} expects {list(expected)}"
             )
         elif name not in stored and complete:  # an unreadable file's tensors are not known to be missing
-            problems.append(f"missing tensor {name!r} (shape {list(wanted[ours])}): not in {searched}")
-    mapped = set(names.values())
+            problems.append(f"missing tensor {name!r} (shape {list(expected)}): not in {searched}")
+    mapped = {stored_name(where) for where in names.values()}
     for name in sorted(set(stored) - mapped):
         if ignored(name):
             continue
-        why = f"the config ties it to {names[name]!r}" if name in names else f"the model built from {described_by} has none"
+        why = (
+            f"the config ties it to {stored_name(names[name])!r}"
+            if name in names
+            else f"the model built from {described_by} has none"
+        )
         problems.append(f"{stored[name].file}: unexpected tensor {name!r}; {why}")
     return problems
 
@@ -114,7 +158,7 @@ def compare(
 def load_weights(
     model: nn.Module,
     root: Path,
-    names: Mapping[str, str],
+    names: Mapping[str, Where],
     *,
     ignored: Callable[[str], bool] = lambda name: False,
     device: torch.device | str = "cpu",
@@ -122,11 +166,12 @@ def load_weights(
     described_by: str = "config.json",
 ) -> None:
     """Fill ``model`` (built on the meta device; it must have ``tie_weights()``) with the tensors stored under
-    ``root``, after :func:`check_stored`. Floating tensors are cast to ``dtype`` when given."""
+    ``root``, after :func:`check_stored`. Floating tensors are cast to ``dtype`` when given, then packed
+    entries are unpacked."""
     stored = check_stored(model, root, names, ignored=ignored, described_by=described_by)
     loaded: dict[str, torch.Tensor] = {}
-    with _open(root, {stored[name].file for name in names.values()}) as handles:
-        for name in dict.fromkeys(names.values()):
+    with _open(root, {stored[stored_name(where)].file for where in names.values()}) as handles:
+        for name in dict.fromkeys(stored_name(where) for where in names.values()):
             try:
                 tensor = handles[stored[name].file].get_tensor(name)
             except (SafetensorError, OSError, RuntimeError) as exc:
@@ -134,7 +179,11 @@ def load_weights(
             if dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(dtype)
             loaded[name] = tensor.to(device)
-    assign(model, {ours: loaded[name] for ours, name in names.items()}, root)
+    state = {
+        ours: where.unpack(loaded[where.name]) if isinstance(where, Packed) else loaded[where]
+        for ours, where in names.items()
+    }
+    assign(model, state, root)
 
 
 def assign(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str | os.PathLike[str]) -> None:

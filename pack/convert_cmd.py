@@ -18,9 +18,9 @@ def register(commands: Any) -> None:
         help="convert between an lmplanes checkpoint, a Hugging Face directory and a GGUF file",
         description="Convert a Hugging Face model directory (config.json + safetensors) into an lmplanes "
         "checkpoint, or an lmplanes checkpoint into a directory that transformers loads. Supported Hugging Face "
-        "families: Llama (LlamaForCausalLM). A llama.cpp GGUF file (architecture llama; its weights dequantized "
-        "to float32 unless --dtype says otherwise) converts to either, with its tokenizer written beside the "
-        "weights as tokenizer.json.",
+        "families: Llama, Qwen 2/3, Gemma 2/3, GPT-2 (decoders) and BERT (encoders). A llama.cpp GGUF file "
+        "(architecture llama; its weights dequantized to float32 unless --dtype says otherwise) converts to either, "
+        "with its tokenizer written beside the weights as tokenizer.json.",
     )
     source = convert.add_mutually_exclusive_group(required=True)
     source.add_argument("--hf", metavar="DIR", help="a Hugging Face model directory to read")

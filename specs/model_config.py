@@ -21,12 +21,14 @@ class RoPEConfig:
 
     ``scaling`` stretches the usable context by ``factor``: ``linear`` divides positions by it (position
     interpolation); ``ntk`` raises the base to ``theta * factor ** (d / (d - 2))`` (NTK-aware); ``dynamic`` does
-    the NTK stretch only past ``original_max_seq_len``, by how far the sequence goes; ``llama3`` interpolates
+    the NTK stretch only past ``original_max_seq_len``, by how far the sequence goes (each row's length: its
+    largest position + 1); ``llama3`` interpolates
     the low frequencies (wavelengths past ``original_max_seq_len / low_freq_factor``), keeps the high ones
     (below ``original_max_seq_len / high_freq_factor``) and blends in between, as Llama 3.1 does; ``yarn``
     blends interpolation and extrapolation per frequency between ``beta_slow`` and ``beta_fast`` rotations and
-    scales the attention logits by ``attention_factor`` (default ``0.1 ln(factor) + 1``). ``local_theta``: the
-    base of sliding-window layers when it differs from the global layers' (Gemma 3).
+    multiplies cos and sin by ``attention_factor`` (default ``0.1 ln(factor) + 1``), so the attention logits
+    by its square, as Hugging Face does. ``local_theta``: the base of sliding-window layers when it differs
+    from the global layers' (Gemma 3); those layers then rotate unscaled, ``scaling`` applies to the others.
     """
 
     theta: float = 10000.0
@@ -56,6 +58,10 @@ class RoPEConfig:
             raise FieldProblem("high_freq_factor", f"({self.high_freq_factor}) must exceed low_freq_factor ({self.low_freq_factor})")
         if self.attention_factor is not None and self.attention_factor <= 0:
             raise FieldProblem("attention_factor", f"must be > 0, got {self.attention_factor}")
+        if self.attention_factor is not None and self.scaling != "yarn":
+            raise FieldProblem("attention_factor", f"is a YaRN setting; scaling is {self.scaling!r}")
+        if self.scaling == "yarn" and self.theta <= 1:
+            raise FieldProblem("theta", f"YaRN needs theta > 1 (its correction range divides by ln theta), got {self.theta}")
         if self.local_theta is not None and self.local_theta <= 0:
             raise FieldProblem("local_theta", f"must be > 0, got {self.local_theta}")
 
@@ -192,6 +198,8 @@ class ModelConfig:
                 raise FieldProblem("rope", "positions is 'rope' but no rope section is given")
             if self.head_dim % 2:
                 raise FieldProblem("attention.head_dim", f"RoPE needs an even head dim, got {self.head_dim}")
+            if self.rope.scaling in ("ntk", "dynamic") and self.head_dim == 2:  # exponent head_dim / (head_dim - 2)
+                raise FieldProblem("attention.head_dim", f"{self.rope.scaling!r} RoPE scaling needs a head dim > 2")
         elif self.rope is not None:
             raise FieldProblem("rope", f"is set but positions is {self.positions!r}")
         if self.norm == "rmsnorm" and self.norm_bias:

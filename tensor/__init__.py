@@ -1,8 +1,8 @@
 """tensor: stateless numerics for the lmplanes compute spine.
 
 Functions only, no modules and no state: boolean allow masks and their algebra (SDPA semantics, True = may
-attend), rotary embeddings with linear/NTK scaling, sinusoidal positions, ALiBi, soft-capping, RMS norm,
-drop-path and weight initialisers. Imports ``torch`` and ``specs`` only.
+attend), rotary embeddings (scaled linearly, NTK, dynamic NTK, Llama 3 or YaRN), sinusoidal positions, ALiBi,
+soft-capping, RMS norm, drop-path and weight initialisers. Imports ``torch`` and ``specs`` only.
 
 Position convention shared with ``specs.attention``: query ``i`` is at ``q_offset + i``, key ``j`` at ``j``.
 """
@@ -23,7 +23,7 @@ from tensor.masks import (
 from tensor.ops import drop_path, rms_norm, softcap
 from tensor.paged import dense_call, gather_pages
 from tensor.positions import sinusoidal_positions
-from tensor.rope import ROPE_SCALINGS, apply_rope, rope_cos_sin, rope_inv_freq, rotate_half
+from tensor.rope import ROPE_SCALINGS, apply_rope, rope_attention_factor, rope_cos_sin, rope_inv_freq, rotate_half
 
 __all__ = [
     "ROPE_SCALINGS",
@@ -44,6 +44,7 @@ __all__ = [
     "padding_mask",
     "residual_std",
     "rms_norm",
+    "rope_attention_factor",
     "rope_cos_sin",
     "rope_inv_freq",
     "rotate_half",

@@ -1,4 +1,4 @@
-"""Hugging Face Gemma 2 interop, checked against ``transformers`` on the same weights (fp32, eager).
+"""Hugging Face Gemma 2 and Gemma 3 (text) interop, checked against ``transformers`` on the same weights (fp32, eager).
 
 Tolerance ``TOL = 1e-5`` (``tests/model/conftest.py``); run with ``-s`` for the measured differences. The
 parameters are perturbed by 0.2 (not 0.05) so that soft-capping, the attention scale and the windows move
@@ -18,7 +18,7 @@ import model
 import specs
 from model.hf import from_hf, to_hf
 from model.hf_common import layer_types
-from tests.model.conftest import TOL, decode_diffs, edit_config, hf_model, ids, load_hf, max_diff, perturb_
+from tests.model.conftest import TOL, decode_diffs, edit_config, hf_model, ids, load_hf, model_diff, perturb_
 
 TINY = dict(
     hidden_size=64,
@@ -68,7 +68,7 @@ def test_from_hf_matches_transformers(case, tmp_path):
     assert [ours.layers[i].attn.window for i in range(cfg.n_layers)] == [
         5 if kind == "sliding_attention" else None for kind in hf.config.layer_types
     ]
-    assert max_diff(ours, hf, ids(), case) <= TOL
+    assert model_diff(ours, hf, ids(), case) <= TOL
 
 
 def test_parity_is_not_vacuous(tmp_path):
@@ -159,7 +159,7 @@ def test_to_hf_loads_in_transformers_with_identical_logits(case, tmp_path):
     assert written["architectures"] == ["Gemma2ForCausalLM"]
     assert written["query_pre_attn_scalar"] == (16 if cfg.attention.scale else 32)
     hf = load_hf(out)
-    assert max_diff(ours, hf, ids(), f"to_hf {case}") <= TOL
+    assert model_diff(ours, hf, ids(), f"to_hf {case}") <= TOL
 
     back = from_hf(out)
     assert specs.to_dict(back.config) | {"name": ""} == specs.to_dict(cfg) | {"name": ""}
@@ -180,3 +180,46 @@ def test_export_refuses_what_gemma_2_cannot_express(tmp_path):
         "gemma2: mlp is 'geglu' (bias True); Gemma 2 uses GeGLU without biases",
     ):
         assert reason in message
+
+
+# ------------------------------------------------------------------------------------------------------ Gemma 3
+
+GEMMA3 = (transformers.Gemma3ForCausalLM, transformers.Gemma3TextConfig)
+TINY3 = {
+    **{k: v for k, v in TINY.items() if k != "attn_logit_softcapping"},
+    "num_hidden_layers": 7,  # six sliding layers, then a global one, then a sliding one
+    "rope_theta": 100_000.0,
+    "rope_local_base_freq": 1_000.0,  # the sliding layers' own base: a wrong table moves the logits far
+}
+GEMMA3_CASES = {
+    "gemma3": {},
+    "linear-scaled-global": dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    "untied": dict(tie_word_embeddings=False),
+}
+
+
+@pytest.mark.parametrize("case", GEMMA3_CASES)
+def test_gemma3_from_hf_and_back_matches_transformers(case, tmp_path):
+    hf = hf_model(*GEMMA3, scale=0.2, **{**TINY3, **GEMMA3_CASES[case]})
+    hf.save_pretrained(tmp_path / "theirs", safe_serialization=True)
+    ours = from_hf(tmp_path / "theirs")
+    cfg = ours.config
+    assert (cfg.attention.qk_norm, cfg.attention.global_every, cfg.rope.local_theta) == (True, 6, 1_000.0)
+    assert model_diff(ours, hf, ids(), case) <= TOL
+    assert max(decode_diffs(ours, hf, ids(seed=3, seq=14), prefill=7)) <= TOL
+
+    out = to_hf(ours, tmp_path / "back")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["Gemma3ForCausalLM"]
+    assert model_diff(ours, load_hf(out), ids(), f"to_hf {case}") <= TOL
+
+
+def test_gemma3_local_base_is_not_vacuous(tmp_path):
+    """Rotating the sliding layers with the global base instead moves the logits far beyond the tolerance."""
+    hf = hf_model(*GEMMA3, scale=0.2, **TINY3)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = from_hf(tmp_path)
+    cfg = ours.config
+    other = model.build(dataclasses.replace(cfg, rope=dataclasses.replace(cfg.rope, local_theta=None)))
+    other.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert (other.eval()(ids()) - hf(ids()).logits).abs().max() > 100 * TOL

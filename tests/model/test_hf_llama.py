@@ -3,63 +3,39 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import model
 import specs
 from model.hf import from_hf, to_hf
-
-TOL = 1e-5
-TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=176,
-    vocab_size=256,
-    max_position_embeddings=128,
+from tests.model.conftest import (
+    TINY_LLAMA,
+    assert_same_model,
+    edited_copy,
+    load_hf,
+    model_diff,
+    perturb_,
+    random_ids,
+    tiny_hf,
 )
 
-
-@torch.no_grad()
-def _perturb_(module: torch.nn.Module, seed: int) -> None:
-    """Move every parameter off its initial value (unit norms, zero biases) so each one is exercised."""
-    gen = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+TOL = 1e-5
+TINY = dict(**TINY_LLAMA, max_position_embeddings=128)
 
 
 def _hf_model(**overrides) -> torch.nn.Module:
-    cfg = transformers.LlamaConfig(**{**TINY, **overrides}, attn_implementation="eager")
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(cfg).to(torch.float32)
-    _perturb_(hf, seed=1)
-    return hf.eval()
-
-
-def _load_hf(path: Path) -> torch.nn.Module:
-    hf, info = transformers.AutoModelForCausalLM.from_pretrained(
-        path, output_loading_info=True, dtype=torch.float32, attn_implementation="eager"
-    )
-    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
-        assert not info[key], (key, info[key])
-    return hf.eval()
+    return tiny_hf(transformers.LlamaForCausalLM, transformers.LlamaConfig(**{**TINY, **overrides}, attn_implementation="eager"))
 
 
 def _ids(seed: int = 2, batch: int = 2, seq: int = 16) -> torch.Tensor:
-    return torch.randint(0, TINY["vocab_size"], (batch, seq), generator=torch.Generator().manual_seed(seed))
-
-
-def _max_diff(ours: torch.nn.Module, hf: torch.nn.Module, ids: torch.Tensor, label: str) -> float:
-    with torch.no_grad():
-        diff = (ours(ids) - hf(ids).logits).abs().max().item()
-    print(f"{label}: max abs logit diff {diff:.3e}")
-    return diff
+    return random_ids(TINY["vocab_size"], batch, seq, seed)
 
 
 # ------------------------------------------------------------------------------------------------------- import
@@ -99,7 +75,7 @@ def test_from_hf_matches_transformers(case, tmp_path):
         assert (cfg.rope.scaling, cfg.rope.factor) == (
             ("linear", 2.0) if rope["rope_type"] == "linear" else ("none", 1.0)
         )
-    assert _max_diff(ours, hf, _ids(), case) <= TOL
+    assert model_diff(ours, hf, _ids(), case) <= TOL
 
 
 def test_from_hf_sharded(tmp_path):
@@ -107,7 +83,7 @@ def test_from_hf_sharded(tmp_path):
     hf.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="100KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
     assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 1
-    assert _max_diff(from_hf(tmp_path), hf, _ids(), "sharded") <= TOL
+    assert model_diff(from_hf(tmp_path), hf, _ids(), "sharded") <= TOL
 
 
 def test_from_hf_dtype_and_device(tmp_path):
@@ -158,7 +134,7 @@ def test_to_hf_loads_in_transformers(case, tmp_path):
     torch.manual_seed(0)
     ours = model.build(cfg)
     assert (ours.lm_head.weight is ours.tok_embeddings.weight) == cfg.tie_embeddings
-    _perturb_(ours, seed=4)
+    perturb_(ours, seed=4)
     ours.eval()
     out = to_hf(ours, tmp_path / "hf")
     assert out == tmp_path / "hf"
@@ -170,17 +146,12 @@ def test_to_hf_loads_in_transformers(case, tmp_path):
     assert written["architectures"] == ["LlamaForCausalLM"] and written["model_type"] == "llama"
     assert written["rope_theta"] == cfg.rope.theta == written["rope_parameters"]["rope_theta"]
 
-    hf = _load_hf(out)
+    hf = load_hf(out)
     assert hf.config.tie_word_embeddings == cfg.tie_embeddings
-    assert _max_diff(ours, hf, _ids(), f"to_hf {case}") <= TOL
+    assert model_diff(ours, hf, _ids(), f"to_hf {case}") <= TOL
 
     back = from_hf(out)  # and our own import of our export restores the config and the weights
-    strip = {"name"}
-    assert {k: v for k, v in specs.to_dict(back.config).items() if k not in strip} == {
-        k: v for k, v in specs.to_dict(cfg).items() if k not in strip
-    }
-    for (name, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_model(back, ours)
 
 
 def test_to_hf_refuses_to_overwrite_unless_asked(tmp_path):
@@ -220,6 +191,26 @@ def test_to_hf_rejects_qk_norm_softcap_window_post_norm(tmp_path):
         assert field in str(err.value)
 
 
+OTHER_FAMILIES_OPTIONS = {
+    "embedding_scale=8.0": "embedding_scale is set; Llama does not scale its embeddings",
+    "final_softcap=30.0": "final_softcap is set; Llama does not cap its logits",
+    "attention.out_bias=true": "attention.out_bias differs from attention.bias",
+    "norm_weight_offset=1.0": "norm_weight_offset is 1.0; Llama has none",
+    "attention.scale=0.5": "attention.scale is 0.5; Llama scales by 1/sqrt(head_dim)",
+    "type_vocab_size=2": "type_vocab_size is 2; Llama has no token types",
+    "embedding_norm=true": "embedding_norm is set; Llama has no norm on the embeddings",
+}
+
+
+@pytest.mark.parametrize("override", OTHER_FAMILIES_OPTIONS)
+def test_to_hf_refuses_options_of_other_families(override, tmp_path):
+    """Each would be dropped silently by LlamaForCausalLM (a model that loads and computes something else)."""
+    cfg = specs.apply_overrides(specs.load_config("llama-tiny"), [override])
+    with pytest.raises(ValueError, match=f"llama: {re.escape(OTHER_FAMILIES_OPTIONS[override])}"):
+        to_hf(model.build(cfg), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
 # ------------------------------------------------------------------------------------------------------- errors
 
 
@@ -230,32 +221,28 @@ def saved(tmp_path_factory) -> Path:
     return path
 
 
-def _copy(src: Path, dst: Path, config_edit=None, tensors_edit=None) -> Path:
-    dst.mkdir()
-    config = json.loads((src / "config.json").read_text())
-    if config_edit:
-        config_edit(config)
-    (dst / "config.json").write_text(json.dumps(config))
-    tensors = load_file(src / "model.safetensors")
-    if tensors_edit:
-        tensors_edit(tensors)
-    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
-    return dst
-
-
 def test_unknown_model_type(saved, tmp_path):
-    path = _copy(saved, tmp_path / "x", config_edit=lambda c: c.update(model_type="gpt2"))
-    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*supported: .*llama"):
+    path = edited_copy(saved, tmp_path / "x", config_edit=lambda c: c.update(model_type="mamba"))
+    with pytest.raises(ValueError, match=r"model_type 'mamba'.*supported: .*gpt2.*llama"):
         from_hf(path)
 
 
-@pytest.mark.parametrize("rope_type", ["dynamic", "yarn", "llama3"])
-def test_unsupported_rope_type(saved, tmp_path, rope_type):
+@pytest.mark.parametrize(
+    ("rope_parameters", "message"),
+    [
+        ({"rope_type": "longrope", "short_factor": [1.0], "long_factor": [2.0]}, "RoPE type 'longrope' is not implemented"),
+        ({"rope_type": "llama3", "factor": 8.0}, "llama3 RoPE scaling needs 'low_freq_factor', 'high_freq_factor'"),
+        ({"rope_type": "dynamic"}, "dynamic RoPE scaling needs 'factor'"),
+        ({"rope_type": "yarn", "factor": 2.0, "truncate": False}, "truncate: false"),
+        ({"rope_type": "default", "partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5"),
+    ],
+)
+def test_unsupported_rope_settings_are_named(saved, tmp_path, rope_parameters, message):
     def edit(config):
-        config["rope_parameters"] = {"rope_type": rope_type, "rope_theta": 10000.0, "factor": 2.0}
+        config["rope_parameters"] = {"rope_theta": 10000.0, **rope_parameters}
 
-    path = _copy(saved, tmp_path / "x", config_edit=edit)
-    with pytest.raises(ValueError, match=rf"RoPE type '{rope_type}' is not implemented"):
+    path = edited_copy(saved, tmp_path / "x", config_edit=edit)
+    with pytest.raises(ValueError, match=message):
         from_hf(path)
 
 
@@ -264,12 +251,12 @@ def test_legacy_4x_rope_fields(saved, tmp_path):
         del config["rope_parameters"]
         config.update(rope_theta=250000.0, rope_scaling={"type": "linear", "factor": 4.0})
 
-    cfg = from_hf(_copy(saved, tmp_path / "x", config_edit=edit)).config
+    cfg = from_hf(edited_copy(saved, tmp_path / "x", config_edit=edit)).config
     assert (cfg.rope.theta, cfg.rope.scaling, cfg.rope.factor) == (250000.0, "linear", 4.0)
 
 
 def test_hidden_act_must_be_silu(saved, tmp_path):
-    path = _copy(saved, tmp_path / "x", config_edit=lambda c: c.update(hidden_act="gelu"))
+    path = edited_copy(saved, tmp_path / "x", config_edit=lambda c: c.update(hidden_act="gelu"))
     with pytest.raises(ValueError, match="hidden_act 'gelu'"):
         from_hf(path)
 
@@ -281,7 +268,7 @@ def test_missing_unexpected_and_misshapen_tensors_are_named(saved, tmp_path):
         tensors["model.norm.weight"] = torch.ones(65)
 
     with pytest.raises(specs.CheckpointError) as err:
-        from_hf(_copy(saved, tmp_path / "x", tensors_edit=edit))
+        from_hf(edited_copy(saved, tmp_path / "x", tensors_edit=edit))
     assert sorted(err.value.problems) == [
         "missing tensor 'model.layers.1.mlp.up_proj.weight' (shape [176, 64]): not in model.safetensors",
         "model.safetensors: tensor 'model.norm.weight' has shape [65], the model built from config.json "
@@ -309,6 +296,6 @@ def test_tensors_hf_itself_ignores_are_tolerated(tmp_path):
         tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
         tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
 
-    ours = from_hf(_copy(tmp_path / "src", tmp_path / "x", tensors_edit=edit))
+    ours = from_hf(edited_copy(tmp_path / "src", tmp_path / "x", tensors_edit=edit))
     assert ours.lm_head.weight is ours.tok_embeddings.weight
-    assert _max_diff(ours, hf, _ids(), "tied with stored lm_head") <= TOL
+    assert model_diff(ours, hf, _ids(), "tied with stored lm_head") <= TOL

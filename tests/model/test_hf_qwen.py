@@ -14,7 +14,7 @@ import transformers
 import model
 import specs
 from model.hf import from_hf, to_hf
-from tests.model.conftest import TOL, decode_diffs, edit_config, hf_model, ids, load_hf, max_diff, perturb_
+from tests.model.conftest import TOL, decode_diffs, edit_config, hf_model, ids, load_hf, model_diff, perturb_
 
 TINY = dict(
     hidden_size=64,
@@ -61,7 +61,7 @@ def test_from_hf_matches_transformers(case, tmp_path):
         assert ours.config.head_dim == overrides["head_dim"]
     assert attention.window == overrides.get("sliding_window") and attention.global_every is None
     assert ours.config.tie_embeddings == overrides.get("tie_word_embeddings", False)
-    assert max_diff(ours, hf, ids(), case) <= TOL
+    assert model_diff(ours, hf, ids(), case) <= TOL
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -77,7 +77,7 @@ def test_window_spanning_every_position_is_no_window(tmp_path):
     hf.save_pretrained(tmp_path, safe_serialization=True)
     ours = from_hf(tmp_path)
     assert ours.config.attention.window is None
-    assert max_diff(ours, hf, ids(), "window >= max_seq_len") <= TOL
+    assert model_diff(ours, hf, ids(), "window >= max_seq_len") <= TOL
 
 
 def test_window_off_without_use_sliding_window(tmp_path):
@@ -129,7 +129,7 @@ def test_to_hf_loads_in_transformers_with_identical_logits(case, tmp_path):
     written = json.loads((out / "config.json").read_text())
     assert written["architectures"] == [architecture]
     hf = load_hf(out)
-    assert max_diff(ours, hf, ids(), f"to_hf {case}") <= TOL
+    assert model_diff(ours, hf, ids(), f"to_hf {case}") <= TOL
 
     back = from_hf(out)  # our import of our export restores the config and the weights
     assert specs.to_dict(back.config) | {"name": ""} == specs.to_dict(cfg) | {"name": ""}

@@ -53,12 +53,13 @@ def model_configs(draw: st.DrawFn) -> ModelConfig:
     n_kv_heads = draw(st.one_of(st.none(), st.sampled_from([d for d in range(1, n_heads + 1) if n_heads % d == 0])))
     positions = draw(st.sampled_from(["rope", "learned", "sinusoidal", "none"]))
     rope = draw(rope_configs()) if positions == "rope" else None
+    least = 2 if rope is not None and rope.scaling == "ntk" else 1  # NTK's exponent d / (d - 2) needs d > 2
     if draw(st.booleans()):  # head dim implied by d_model
         head_dim = None
-        per_head = draw(st.integers(1, 16)) * (2 if positions == "rope" else 1)
+        per_head = draw(st.integers(least, 16)) * (2 if positions == "rope" else 1)
         d_model = n_heads * per_head
     else:  # explicit head dim, any width
-        head_dim = draw(st.integers(1, 32)) * (2 if positions == "rope" else 1)
+        head_dim = draw(st.integers(least, 32)) * (2 if positions == "rope" else 1)
         d_model = draw(st.integers(1, 256))
     max_seq_len = draw(st.integers(1, 4096))
     attention = AttentionConfig(

@@ -209,6 +209,35 @@ def test_missing_nested_required_field():
         ({"rope__theta": 0.0}, "rope.theta", "must be > 0"),
         ({"rope__factor": 0.5}, "rope.factor", "must be >= 1"),
         ({"rope__factor": 2.0}, "rope.factor", "scaling is 'none'"),
+        *[
+            ({"rope__scaling": scaling, "rope__factor": 2.0}, "rope.original_max_seq_len", f"{scaling!r} scaling needs")
+            for scaling in ("dynamic", "llama3", "yarn")
+        ],
+        ({"rope__original_max_seq_len": 0}, "rope.original_max_seq_len", "must be >= 1, got 0"),
+        (
+            {"rope__scaling": "llama3", "rope__factor": 8.0, "rope__original_max_seq_len": 64, "rope__low_freq_factor": 4.0},
+            "rope.high_freq_factor",
+            "(4.0) must exceed low_freq_factor (4.0)",
+        ),
+        ({"rope__beta_fast": 0.0}, "rope.beta_fast", "must be > 0"),
+        ({"rope__attention_factor": 1.2}, "rope.attention_factor", "is a YaRN setting; scaling is 'none'"),
+        (
+            {"rope__scaling": "yarn", "rope__factor": 2.0, "rope__original_max_seq_len": 64, "rope__attention_factor": 0.0},
+            "rope.attention_factor",
+            "must be > 0",
+        ),
+        (
+            {"rope__scaling": "yarn", "rope__factor": 2.0, "rope__original_max_seq_len": 64, "rope__theta": 1.0},
+            "rope.theta",
+            "YaRN needs theta > 1",
+        ),
+        ({"rope__local_theta": 100.0}, "rope.local_theta", "is set but no layer has a sliding window"),
+        ({"rope__local_theta": 0.0, "attention__window": 8}, "rope.local_theta", "must be > 0"),
+        (
+            {"rope__scaling": "ntk", "rope__factor": 2.0, "attention__head_dim": 2},
+            "attention.head_dim",
+            "'ntk' RoPE scaling needs a head dim > 2",
+        ),
     ],
 )
 def test_impossible_combinations(edits, path, fragment):

@@ -170,7 +170,7 @@ def test_cos_sin_dtype_is_a_cast_of_the_fp32_table() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"head_dim": 16, "theta": 1e4, "scaling": "yarn"}, "none, linear, ntk"),
+        ({"head_dim": 16, "theta": 1e4, "scaling": "longrope"}, "none, linear, ntk, dynamic, llama3, yarn"),
         ({"head_dim": 15, "theta": 1e4}, "even"),
         ({"head_dim": 16, "theta": 1e4, "factor": 2.0}, "scaling is 'none'"),
         ({"head_dim": 16, "theta": 0.0}, "theta"),
