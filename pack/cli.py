@@ -11,12 +11,22 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pack import checkpoint_cmd, config_cmd, convert_cmd, data_cmd, env_cmd, train_cmd
+from pack import (
+    chat_cmd,
+    checkpoint_cmd,
+    config_cmd,
+    convert_cmd,
+    data_cmd,
+    env_cmd,
+    generate_cmd,
+    serve_cmd,
+    train_cmd,
+)
 from pack.errors import EXIT_FAILED, EXIT_USAGE, PROG, CommandError, UsageError, problem_lines, report
 from specs import CheckpointError, ConfigError
 
 # Subcommand modules, in the order ``lmplanes --help`` lists them. A subcommand arrives with its plane.
-COMMANDS = (config_cmd, data_cmd, train_cmd, checkpoint_cmd, convert_cmd, env_cmd)
+COMMANDS = (config_cmd, data_cmd, train_cmd, generate_cmd, chat_cmd, serve_cmd, checkpoint_cmd, convert_cmd, env_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

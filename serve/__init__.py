@@ -1,20 +1,44 @@
 """lmplanes serving: decoding loops over any :class:`specs.CausalLM` (greedy, sampling, beam search), logits
-processing in Hugging Face's order, streaming, and speculative decoding with a draft model.
+processing in Hugging Face's order, streaming, speculative decoding with a draft model, and an
+OpenAI-compatible HTTP server over a pluggable generation backend.
 
 Imports ``specs`` and ``data`` only; the model is anything that satisfies the ``CausalLM`` protocol.
 """
 
+from serve.app import create_app
+from serve.backend import Backend, BackendClosed
+from serve.chat_template import ChatTemplate, ChatTemplateError
 from serve.compiled import CompiledDecoding, compile_decoding
+from serve.events import TokenEvent
 from serve.generate import generate, stream
 from serve.processing import process
+from serve.sampling import sampling_config
+from serve.serial_backend import SerialBackend
+from serve.served_model import ServedModel
+from serve.server import run_server
+from serve.settings import ServerSettings
 from serve.speculative import SpeculativeResult, speculative_generate
+from serve.text_generation import TextDelta, generate_text
 
 __all__ = [
+    "Backend",
+    "BackendClosed",
+    "ChatTemplate",
+    "ChatTemplateError",
     "CompiledDecoding",
+    "SerialBackend",
+    "ServedModel",
+    "ServerSettings",
     "SpeculativeResult",
+    "TextDelta",
+    "TokenEvent",
     "compile_decoding",
+    "create_app",
     "generate",
+    "generate_text",
     "process",
+    "run_server",
+    "sampling_config",
     "speculative_generate",
     "stream",
 ]

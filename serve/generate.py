@@ -9,7 +9,7 @@ string) is finished: it keeps the token that ended it, and from then on its colu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Protocol
 
 import torch
@@ -54,8 +54,9 @@ def stream(
     *,
     attention_mask: torch.Tensor | None = None,
     tokenizer: Detokenizer | None = None,
-) -> Iterator[torch.Tensor]:
-    """Yields ``(B * n,)`` tokens, one step at a time, until every row is finished or ``max_new_tokens``."""
+) -> Generator[torch.Tensor, None, None]:
+    """Yields ``(B * n,)`` tokens, one step at a time, until every row is finished or ``max_new_tokens``; closing it
+    early frees the KV cache at once."""
     if cfg.stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer to read the generated text (tokenizer=...)")
     ids = _repeat(input_ids, cfg.n)

@@ -10,6 +10,11 @@ import argparse
 
 from pack.cli import build_parser
 
+MODEL = {"--checkpoint", "--gguf", "--device", "--dtype"}
+SAMPLING = {
+    "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--frequency-penalty",
+    "--presence-penalty", "--seed", "--stop",
+}
 SURFACE = {
     "": {"--help", "-h", "--version"},
     "config": {"--help", "-h"},
@@ -27,6 +32,11 @@ SURFACE = {
     },
     "data verify": {"--help", "-h"},
     "train": {"--help", "-h", "--out", "--resume", "--set", "--quiet"},
+    "generate": {"--help", "-h", *MODEL, *SAMPLING, "--prompt"},
+    "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system"},
+    "serve": {
+        "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--shutdown-timeout",
+    },
     "env": {"--help", "-h"},
 }
 
@@ -56,6 +66,9 @@ def test_every_leaf_command_has_a_runner() -> None:
         "data build": ["data", "build", "--input", "a.txt", "--outdir", "out", "--tokenizer", "char"],
         "data verify": ["data", "verify", "out"],
         "train": ["train", "gpt-shakespeare-char", "--out", "run"],
+        "generate": ["generate", "--checkpoint", "ckpt", "--prompt", "Hi"],
+        "chat": ["chat", "--checkpoint", "ckpt"],
+        "serve": ["serve", "--checkpoint", "ckpt"],
         "env": ["env"],
     }
     assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data"}

@@ -30,6 +30,11 @@ def test_train_then_resume_with_more_steps(tmp_path, capsys):
     assert "finished step 8" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
+    # A checkpoint carries its tokenizer, so it serves as it is.
+    assert main(["generate", "--checkpoint", str(run / "checkpoints" / "best"), "--prompt", "ROMEO:",
+                 "--max-new-tokens", "5", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out) == 5 + 1 and err.startswith("5 tokens in "), (out, err)  # 5 characters, then a newline
 
 
 @pytest.mark.parametrize(

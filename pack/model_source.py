@@ -1,0 +1,127 @@
+"""The model a text command serves, named the same way everywhere: ``--checkpoint DIR`` or ``--gguf FILE``.
+
+``generate``, ``chat`` and ``serve`` load it here into a :class:`serve.ServedModel`: the weights (on the chosen
+device and dtype) behind a serial backend, the tokenizer, the chat template and the model's limits. A
+checkpoint that ``lmplanes train`` wrote carries its ``tokenizer.json`` and serves as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pack.convert_cmd import DTYPES
+from pack.errors import CommandError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    import data
+    import model
+    import serve
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="DIR", help="an lmplanes checkpoint directory, with its tokenizer.json")
+    source.add_argument("--gguf", metavar="FILE", help="a llama.cpp GGUF file (architecture llama): weights, tokenizer and chat template")
+    parser.add_argument("--device", default="auto", help="where the model runs: cpu, cuda, cuda:N, or auto (cuda when "
+                        "available; default)")
+    parser.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: as stored)")
+
+
+@contextlib.contextmanager
+def served_model(args: argparse.Namespace) -> Iterator[serve.ServedModel]:
+    """:func:`load_served_model`, with its backend closed at the end of the block."""
+    served = load_served_model(args)
+    try:
+        yield served
+    finally:
+        asyncio.run(served.backend.aclose())
+
+
+def load_served_model(args: argparse.Namespace, *, name: str | None = None) -> serve.ServedModel:
+    """The model ``args`` names, ready to serve under ``name`` (default: its config's name, else the directory's)."""
+    import torch
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    if args.gguf:
+        return _from_gguf(Path(args.gguf), _device(args.device), dtype, name)
+    return _from_checkpoint(Path(args.checkpoint), _device(args.device), dtype, name)
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _from_checkpoint(folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None) -> serve.ServedModel:
+    import data
+    import model
+    import serve
+
+    if not (folder / "config.json").is_file():
+        hint = f"; a training run keeps its checkpoints in {folder / 'checkpoints'}" if (folder / "checkpoints").is_dir() else ""
+        raise CommandError(f"{folder}: not a checkpoint directory (no config.json){hint}")
+    try:
+        tokenizer = data.load_tokenizer(folder)
+    except data.DataError as exc:
+        raise CommandError(f"{exc}; generating text needs the checkpoint's tokenizer beside its weights (lmplanes train "
+                           "writes it)") from None
+    try:
+        template = serve.ChatTemplate.from_directory(folder, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
+    except serve.ChatTemplateError as exc:
+        raise CommandError(f"{folder}: {exc}") from None
+    lm = model.load_checkpoint(folder, device=device, dtype=dtype).eval()
+    if not isinstance(lm, model.DecoderLM):
+        raise CommandError(f"{folder}: the model is an {lm.config.architecture}; only a decoder generates text")
+    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder)
+
+
+def _from_gguf(path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None) -> serve.ServedModel:
+    """A GGUF file holds all three: the weights, the tokenizer and the chat template (``tokenizer.chat_template``)."""
+    import data
+    import model
+    import serve
+    import specs
+
+    if not path.is_file():
+        raise CommandError(f"--gguf {path}: no such file")
+    try:
+        tokenizer = data.load_tokenizer(path)
+        template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
+        lm = model.from_gguf(path, device=device, dtype=dtype)
+    except (data.DataError, serve.ChatTemplateError, specs.CheckpointError) as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path)
+
+
+def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.ChatTemplate, device: torch.device,
+            name: str, source: Path) -> serve.ServedModel:
+    import serve
+
+    config = lm.config
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CommandError(f"{source}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                           f"{config.vocab_size}; they do not belong together")
+    return serve.ServedModel(
+        name=name,
+        backend=serve.SerialBackend(lm, device=device),
+        tokenizer=tokenizer,
+        chat_template=template,
+        context_len=config.max_seq_len,
+        vocab_size=config.vocab_size,
+    )

@@ -1,0 +1,37 @@
+"""What the server and the text commands serve: a backend that decodes, and the text side of one model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from data.tokenizer import Tokenizer
+from serve.backend import Backend
+from serve.chat_template import ChatTemplate
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """``name`` is what clients ask for (``model`` in a request); ``context_len`` bounds prompt plus answer;
+    ``vocab_size`` is the model's (token ids a client sends must be below it)."""
+
+    name: str
+    backend: Backend
+    tokenizer: Tokenizer
+    chat_template: ChatTemplate
+    context_len: int
+    vocab_size: int
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        eos = self.tokenizer.eos_id
+        return () if eos is None else (eos,)
+
+    def encode(self, text: str) -> list[int]:
+        """The prompt's token ids, as written: no special tokens are added (a template writes its own)."""
+        return self.tokenizer.encode(text)
+
+    def encode_chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The token ids of ``messages`` rendered by the chat template, with the assistant's turn opened."""
+        return self.encode(self.chat_template.render(messages))
