@@ -60,11 +60,11 @@ class AsyncEngine:
         self._worker.start()
 
     async def generate(self, prompt_ids: Sequence[int], cfg: GenerationConfig) -> AsyncGenerator[TokenEvent, None]:
-        self.engine.check_request(prompt_ids, cfg)  # refused here, in the caller, not in the worker
         job = _Job(list(prompt_ids), cfg, asyncio.get_running_loop())
         with self._lock:
             if self._closed:
                 raise BackendClosed("the server is shutting down and takes no new requests")
+            self.engine.check_request(prompt_ids, cfg)  # refused here, in the caller, not in the worker
             self._inbox.put(job)
         finished = False
         try:

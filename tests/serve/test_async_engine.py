@@ -126,3 +126,23 @@ def test_a_request_it_could_never_run_is_refused_in_the_caller(lm) -> None:
         await backend.aclose()
 
     asyncio.run(main())
+
+
+def test_a_failed_step_fails_the_requests_in_flight_and_the_backend_goes_on(lm) -> None:
+    async def main() -> None:
+        backend = _backend(lm)
+        engine = backend.engine
+        real_step = engine.step
+
+        def fail_once() -> list[TokenEvent]:
+            engine.step = real_step  # type: ignore[method-assign]
+            raise RuntimeError("the model failed")
+
+        engine.step = fail_once  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="the model failed"):
+            await _collect(backend, _prompt(5, 7), GREEDY)
+        assert not engine.has_work and engine.stats.blocks_free == engine.cache.blocks_total
+        assert len(await _collect(backend, _prompt(5, 7), GREEDY)) == GREEDY.max_new_tokens
+        await backend.aclose()
+
+    asyncio.run(main())
