@@ -1,5 +1,5 @@
 """Attention layers: self-attention (MHA/GQA/MQA, RoPE, QK-norm, soft-capping, sliding window),
-cross-attention, and KV-cache implementations of :class:`specs.KVCache`.
+cross-attention, and KV-cache implementations of :class:`specs.KVCache` (contiguous, paged).
 
 Kernels are resolved by name through :mod:`kernel.registry`; no layer branches on a back-end.
 """
@@ -7,6 +7,7 @@ Kernels are resolved by name through :mod:`kernel.registry`; no layer branches o
 from attn.context import AttentionContext
 from attn.cross_attention import CrossAttention
 from attn.kv_cache import StaticKVCache
+from attn.paged_kv_cache import PagedKVCache
 from attn.self_attention import SelfAttention
 
-__all__ = ["AttentionContext", "CrossAttention", "SelfAttention", "StaticKVCache"]
+__all__ = ["AttentionContext", "CrossAttention", "PagedKVCache", "SelfAttention", "StaticKVCache"]

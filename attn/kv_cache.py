@@ -19,10 +19,17 @@ from collections.abc import Sequence
 
 import torch
 
+from attn.cache_checks import (
+    check_new_tokens,
+    check_reorder,
+    check_rows,
+    check_update,
+    evict_counts,
+    refuse_over_evict,
+    refuse_overflow,
+)
 from specs.cache import CacheLayout, CacheStep
-from specs.tensor_spec import TensorSpec, dtype_name
-
-_KV = TensorSpec("k/v", ("B", "Hkv", "T", "D"))
+from specs.tensor_spec import dtype_name
 
 
 class StaticKVCache:
@@ -72,33 +79,18 @@ class StaticKVCache:
     # ------------------------------------------------------------------------------------------------ forward
 
     def step(self, n_new: int) -> CacheStep:
-        if n_new < 1:
-            raise ValueError(f"a forward must bring at least one new token per row, got {n_new}")
+        check_new_tokens(n_new)
         if self._host is None:
             # No host copy of the lengths: an overflow is caught on the device (a sync-free assert on GPU).
             torch._assert_async((self._lens + n_new <= self.max_len).all(), "KV cache is full")
             return CacheStep(q_offset=self._lens.clone(), kv_lens=self._lens + n_new)
-        full = [b for b, n in enumerate(self._host) if n + n_new > self.max_len]
-        if full:
-            b = full[0]
-            raise ValueError(
-                f"KV cache is full: row {b} holds {self._host[b]} tokens and {n_new} more exceed max_len "
-                f"{self.max_len}; build the cache with a larger max_len (new_cache(batch, max_len))"
-            )
+        refuse_overflow(self._host, n_new, self.max_len)
         if len(set(self._host)) == 1:
             return CacheStep(q_offset=self._host[0])
         return CacheStep(q_offset=self._lens.clone(), kv_lens=self._lens + n_new)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        layout = self._layout
-        dims = _KV.check(k, {"B": layout.batch, "Hkv": layout.n_kv_heads, "D": layout.head_dim})
-        _KV.check(v, dims)
-        if k.dtype != self._k.dtype or v.dtype != self._k.dtype:
-            raise ValueError(
-                f"KV cache holds {self._k.dtype} but layer {layer} gives {k.dtype}; create the cache with the "
-                "model's dtype (new_cache(..., dtype=...))"
-            )
-        n_new = dims["T"]
+        n_new = check_update(self._layout, self._k.dtype, layer, k, v)
         if self._host is not None and len(set(self._host)) == 1:  # every row at the same length: a plain slice
             start = self._host[0]
             self._k[layer, :, :, start : start + n_new] = k
@@ -122,16 +114,10 @@ class StaticKVCache:
     # ------------------------------------------------------------------------------------------- row control
 
     def evict(self, n: int | torch.Tensor) -> None:
-        per_row = torch.as_tensor(n, dtype=torch.int64)
-        if per_row.dim() > 1 or per_row.numel() not in (1, self._layout.batch):
-            raise ValueError(f"evict takes an int or one count per row ({self._layout.batch},), got {list(per_row.shape)}")
-        per_row = per_row.expand(self._layout.batch)
+        per_row = evict_counts(n, self._layout.batch)
         if self._host is not None:
             counts = per_row.tolist()
-            bad = [b for b, (have, drop) in enumerate(zip(self._host, counts)) if not 0 <= drop <= have]
-            if bad:
-                b = bad[0]
-                raise ValueError(f"cannot evict {counts[b]} tokens from row {b}, which holds {self._host[b]}")
+            refuse_over_evict(self._host, counts)
             self._host = [have - drop for have, drop in zip(self._host, counts)]
         self._lens -= per_row.to(self._lens.device)
 
@@ -141,20 +127,14 @@ class StaticKVCache:
             if self._host is not None:
                 self._host = [0] * self._layout.batch
             return
-        rows = [int(b) for b in rows]
-        bad = [b for b in rows if not 0 <= b < self._layout.batch]
-        if bad:
-            raise ValueError(f"cannot reset row {bad[0]}: the cache has rows 0..{self._layout.batch - 1}")
+        rows = check_rows(rows, self._layout.batch, "reset")
         self._lens[rows] = 0
         if self._host is not None:
             for b in rows:
                 self._host[b] = 0
 
     def reorder(self, indices: torch.Tensor) -> None:
-        if indices.shape != (self._layout.batch,):
-            raise ValueError(
-                f"reorder needs one source row per row: shape ({self._layout.batch},), got {list(indices.shape)}"
-            )
+        check_reorder(indices, self._layout.batch)
         indices = indices.to(self._k.device)
         # Only the slots written so far carry anything worth moving.
         filled = self.max_len if self._host is None else max(self._host)

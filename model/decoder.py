@@ -18,12 +18,13 @@ from torch import nn
 
 from attn.context import AttentionContext
 from attn.kv_cache import StaticKVCache
+from attn.paged_kv_cache import PagedKVCache
 from blocks.block import build_block
 from blocks.norms import RMSNorm, build_norm
 from blocks.scaling import scale_or_identity, softcap_or_identity
 from model.inputs import check_cache, check_cache_len, check_input_ids, check_positions, default_positions
 from model.positions import build_local_positions, build_positions
-from specs.cache import CacheStep, KVCache
+from specs.cache import CacheStep, KVCache, PagedSpec
 from specs.model_config import ModelConfig
 from specs.protocols import LMOutput, OutputKind
 from tensor.init import init_normal_, residual_std
@@ -99,20 +100,24 @@ class DecoderLM(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         fixed_shapes: bool = False,
-    ) -> StaticKVCache:
+        paged: PagedSpec | None = None,
+    ) -> StaticKVCache | PagedKVCache:
         """A cache for ``batch`` rows of up to ``max_len`` tokens (at most the config's ``max_seq_len``).
-        ``fixed_shapes=True`` makes every decode step the same shapes, for ``torch.compile``/CUDA graphs."""
+        ``fixed_shapes=True`` makes every decode step the same shapes, for ``torch.compile``/CUDA graphs;
+        ``paged`` makes a :class:`attn.PagedKVCache` with that block size and count (continuous batching)."""
         check_cache_len(max_len, self.config)
         reference = self.lm_head.weight
-        return StaticKVCache(
-            n_layers=self.config.n_layers,
-            batch=batch,
-            n_kv_heads=self.config.attention.kv_heads,
-            head_dim=self.config.head_dim,
-            max_len=max_len,
-            dtype=dtype or reference.dtype,
-            device=device or reference.device,
-            fixed_shapes=fixed_shapes,
+        cfg, dtype, device = self.config, dtype or reference.dtype, device or reference.device
+        if paged is None:
+            return StaticKVCache(
+                n_layers=cfg.n_layers, batch=batch, n_kv_heads=cfg.attention.kv_heads, head_dim=cfg.head_dim,
+                max_len=max_len, dtype=dtype, device=device, fixed_shapes=fixed_shapes,
+            )
+        if fixed_shapes:
+            raise ValueError("a paged cache allocates blocks on the host as rows grow, so it has no fixed_shapes mode")
+        return PagedKVCache(
+            n_layers=cfg.n_layers, batch=batch, n_kv_heads=cfg.attention.kv_heads, head_dim=cfg.head_dim,
+            max_len=max_len, block_size=paged.block_size, num_blocks=paged.num_blocks, dtype=dtype, device=device,
         )
 
     def fsdp_units(self) -> list[nn.Module]:

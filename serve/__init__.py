@@ -1,14 +1,17 @@
 """lmplanes serving: decoding loops over any :class:`specs.CausalLM` (greedy, sampling, beam search), logits
-processing in Hugging Face's order, streaming, speculative decoding with a draft model, and an
-OpenAI-compatible HTTP server over a pluggable generation backend.
+processing in Hugging Face's order, streaming, speculative decoding with a draft model, continuous batching
+over a paged KV cache (``Engine``; ``AsyncEngine`` serves it as a ``Backend``), and an OpenAI-compatible HTTP
+server over a pluggable generation backend.
 
 Imports ``specs`` and ``data`` only; the model is anything that satisfies the ``CausalLM`` protocol.
 """
 
 from serve.app import create_app
+from serve.async_engine import AsyncEngine
 from serve.backend import Backend, BackendClosed
 from serve.chat_template import ChatTemplate, ChatTemplateError
 from serve.compiled import CompiledDecoding, compile_decoding
+from serve.engine import Engine, EngineStats
 from serve.events import TokenEvent
 from serve.generate import generate, stream
 from serve.processing import process
@@ -21,11 +24,14 @@ from serve.speculative import SpeculativeResult, speculative_generate
 from serve.text_generation import TextDelta, generate_text
 
 __all__ = [
+    "AsyncEngine",
     "Backend",
     "BackendClosed",
     "ChatTemplate",
     "ChatTemplateError",
     "CompiledDecoding",
+    "Engine",
+    "EngineStats",
     "SerialBackend",
     "ServedModel",
     "ServerSettings",

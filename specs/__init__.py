@@ -9,7 +9,7 @@ heads, ``Hkv`` key/value heads, ``D`` head dim, ``C`` model width, ``V`` vocabul
 
 from specs.attention import AttentionCall, AttentionKernel, KernelCaps
 from specs.batch import IGNORE_INDEX, Batch
-from specs.cache import CacheLayout, CacheStep, KVCache, MemoryKV, RecurrentState
+from specs.cache import CacheFull, CacheLayout, CacheStep, KVCache, MemoryKV, PagedCache, PagedSpec, RecurrentState
 from specs.card import DataRef, FileRef, ModelCard
 from specs.config_files import (
     apply_overrides,
@@ -35,6 +35,7 @@ __all__ = [
     "AttentionConfig",
     "AttentionKernel",
     "Batch",
+    "CacheFull",
     "CacheLayout",
     "CacheStep",
     "CausalLM",
@@ -56,6 +57,8 @@ __all__ = [
     "ModelConfig",
     "ModelStore",
     "OptimizerConfig",
+    "PagedCache",
+    "PagedSpec",
     "ParallelizableModel",
     "RecurrentState",
     "RoPEConfig",

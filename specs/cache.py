@@ -16,7 +16,9 @@ were, and the next forward overwrites what the early layers wrote. A right-padde
 real tokens than ``T``) is committed with ``advance(T)`` then rolled back per row with ``evict(T - lengths)``.
 
 Implementations (contiguous, sliding-window ring, paged) live in ``attn`` and are interchangeable in every
-decode test.
+decode test. A paged cache (:class:`PagedCache`) adds what a continuous-batching server needs: a shared pool of
+fixed-size blocks handed to rows on demand (:class:`CacheFull` when none is left), prompt prefixes shared
+between rows, and views over a subset of rows, so a forward runs only the rows that have work.
 """
 
 from __future__ import annotations
@@ -103,6 +105,67 @@ class KVCache(Protocol):
 
     def bytes(self) -> int:
         """Bytes of memory the cache holds."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PagedSpec:
+    """Asks ``new_cache`` for a paged cache: ``num_blocks`` blocks of ``block_size`` tokens shared by every row
+    (default: enough for every row to reach ``max_len``, the memory of a contiguous cache)."""
+
+    block_size: int = 16
+    num_blocks: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
+
+
+class CacheFull(RuntimeError):
+    """A paged cache has too few free blocks for a step; raised before anything is written, so the caller can
+    release rows (``reset``) and retry."""
+
+
+@runtime_checkable
+class PagedCache(KVCache, Protocol):
+    """A :class:`KVCache` over a pool of blocks: rows hold blocks only for the tokens they have, so rows of very
+    different lengths share one memory budget.
+
+    ``step`` takes the blocks the new tokens need (raising :class:`CacheFull` when too few are free), ``evict``
+    and ``reset`` give back the blocks a row no longer fills. Whole blocks of a prompt are shared between rows
+    (reference counted): ``share_prefix`` links what another row already computed, and a row never writes into
+    a block it shares (it copies it first).
+    """
+
+    @property
+    def block_size(self) -> int:
+        """Tokens per block."""
+        ...
+
+    @property
+    def blocks_total(self) -> int: ...
+
+    @property
+    def blocks_free(self) -> int:
+        """Blocks no row holds."""
+        ...
+
+    def cached_prefix(self, token_ids: Sequence[int]) -> int:
+        """How many leading tokens of ``token_ids`` ``share_prefix`` would link now (whole blocks, at most
+        ``len(token_ids) - 1`` tokens, so a forward still computes the last one); changes nothing."""
+        ...
+
+    def share_prefix(self, row: int, token_ids: Sequence[int]) -> int:
+        """Start the empty ``row`` as a row whose tokens begin with ``token_ids``: link the blocks other rows hold
+        for its longest cached prefix and return how many tokens that covers (the row's length). Blocks the row
+        fills with the rest of ``token_ids`` are offered to later rows once committed."""
+        ...
+
+    def select(self, rows: Sequence[int]) -> PagedCache:
+        """A cache over ``rows`` of this one (its row ``i`` is row ``rows[i]`` here), sharing blocks and lengths:
+        what a forward through the view writes and commits, this cache holds."""
         ...
 
 

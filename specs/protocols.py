@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_chec
 if TYPE_CHECKING:
     import torch
 
-    from specs.cache import KVCache
+    from specs.cache import KVCache, PagedSpec
     from specs.model_config import ModelConfig
 
 
@@ -51,6 +51,7 @@ class CausalLM(Protocol):
     (the cached tokens plus the new ones); the causal rule is always applied on top of it. With a cache, the
     forward runs ``step``/``update``/``advance`` on it (see :mod:`specs.cache`). ``output`` picks the return
     value: ``"logits"`` (the tensor), ``"hidden"`` or ``"all"`` (an :class:`LMOutput`).
+    ``new_cache(..., paged=PagedSpec(...))`` makes the paged cache a continuous-batching server runs on.
 
     ``output_head()`` is the module that maps final hidden states to logits (for chunked losses).
     """
@@ -87,7 +88,10 @@ class CausalLM(Protocol):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         fixed_shapes: bool = False,
-    ) -> KVCache: ...
+        paged: PagedSpec | None = None,
+    ) -> KVCache:
+        """A contiguous cache, or with ``paged`` a :class:`specs.PagedCache` of that block size and count."""
+        ...
 
     def output_head(self) -> torch.nn.Module: ...
 

@@ -1,8 +1,10 @@
 """KV-cache implementations of ``specs.KVCache``, exercised directly (no model).
 
-Every test runs against each factory in ``FACTORIES`` (the eager contiguous cache and its fixed-shape,
-compile-friendly mode; ring and paged caches join the list when they land). A row's visible keys are read
-the way attention reads them: what ``update`` returns, cut at the row's valid length from ``step``. Model-level
+Every test runs against each factory in ``FACTORIES`` (the eager contiguous cache, its fixed-shape,
+compile-friendly mode, and the paged cache with blocks of 3 tokens, so rows cross block boundaries; a ring
+cache joins the list when it lands). A row's visible keys are read the way attention reads them: what
+``update`` returns (gathered through the block table when paged), cut at the row's valid length from ``step``.
+Paged-only behaviour (blocks, prefix sharing, views) lives in ``tests/attn/test_paged_kv_cache.py``. Model-level
 behaviour (decode == forward, rollback, beam reorder, ragged rows) lives in
 ``tests/model/test_decode_equals_forward.py``. Everything compared is copied data, so comparisons are exact.
 """
@@ -15,9 +17,11 @@ import pytest
 import torch
 
 import specs
-from attn import StaticKVCache
+from attn import PagedKVCache, StaticKVCache
+from tensor import gather_pages
 
 L, B, HKV, D = 3, 2, 2, 4
+BLOCK = 3
 
 Factory = Callable[..., specs.KVCache]
 FACTORIES: dict[str, Factory] = {
@@ -27,7 +31,11 @@ FACTORIES: dict[str, Factory] = {
     "static_fixed_shapes": lambda max_len, dtype=torch.float32: StaticKVCache(
         n_layers=L, batch=B, n_kv_heads=HKV, head_dim=D, max_len=max_len, dtype=dtype, fixed_shapes=True
     ),
+    "paged": lambda max_len, dtype=torch.float32: PagedKVCache(
+        n_layers=L, batch=B, n_kv_heads=HKV, head_dim=D, max_len=max_len, block_size=BLOCK, dtype=dtype
+    ),
 }
+HOST_LENGTHS = {"static", "paged"}  # caches that mirror lengths on the host, so they refuse on the host
 
 pytestmark = pytest.mark.parametrize("name", sorted(FACTORIES))
 
@@ -39,6 +47,8 @@ def _kv(t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _rows(cache, k_all: torch.Tensor, step: specs.CacheStep) -> list[torch.Tensor]:
     """Each row's visible keys (B entries of (Hkv, Tk_b, D))."""
+    if step.block_table is not None:
+        k_all = gather_pages(k_all, step.block_table)
     lens = step.kv_lens.tolist() if step.kv_lens is not None else [k_all.shape[2]] * k_all.shape[0]
     return [k_all[b, :, :n] for b, n in enumerate(lens)]
 
@@ -83,7 +93,7 @@ def test_step_reports_offsets_and_tokens_commit_only_on_advance(name: str) -> No
     _forward(cache, 4, seed=0)
     step = cache.step(2)
     assert torch.as_tensor(step.q_offset).expand(B).tolist() == [4] * B
-    assert step.block_table is None
+    assert (step.block_table is not None) == (name == "paged")
     _forward(cache, 2, seed=1, commit=False)  # a forward that failed before advance
     assert cache.seq_lens.tolist() == [4] * B
 
@@ -110,7 +120,7 @@ def test_overflow_is_refused_before_anything_is_written(name: str) -> None:
 
 
 def test_eager_overflow_error_names_the_row_and_max_len(name: str) -> None:
-    if name != "static":
+    if name not in HOST_LENGTHS:
         pytest.skip("a fixed-shape cache has no host copy of its lengths; its overflow check runs on the device")
     cache = FACTORIES[name](5)
     _forward(cache, 3, seed=0)
@@ -160,7 +170,7 @@ def test_per_row_evict_and_ragged_rows(name: str) -> None:
 
 
 def test_evict_bounds(name: str) -> None:
-    if name != "static":
+    if name not in HOST_LENGTHS:
         pytest.skip("a fixed-shape cache does not read lengths on the host, so it cannot refuse on the host")
     cache = FACTORIES[name](10)
     _forward(cache, 3, seed=0)
@@ -225,6 +235,8 @@ def test_fixed_shapes_return_the_same_shapes_every_step(name: str) -> None:
         shapes.add((tuple(k_all.shape), isinstance(step.q_offset, int)))
     if name == "static_fixed_shapes":
         assert shapes == {((B, HKV, 9, D), False)}
+    elif name == "paged":  # the pools of pages: B rows of 9 tokens in blocks of 3
+        assert shapes == {((B * 3, HKV, BLOCK, D), True)}
     else:
         assert shapes == {((B, HKV, n, D), True) for n in range(1, 5)}
 
@@ -234,7 +246,10 @@ def test_bytes(name: str, dtype: torch.dtype) -> None:
     max_len = 7
     cache = FACTORIES[name](max_len, dtype=dtype)
     itemsize = torch.empty((), dtype=dtype).element_size()
-    assert cache.bytes() == 2 * L * B * HKV * max_len * D * itemsize + B * 8
+    if name == "paged":  # by default, blocks for every row to reach max_len: 3 blocks of 3 for 7 tokens
+        assert cache.bytes() == 2 * L * B * 3 * HKV * BLOCK * D * itemsize
+    else:
+        assert cache.bytes() == 2 * L * B * HKV * max_len * D * itemsize + B * 8
 
 
 def test_invalid_sizes_are_refused(name: str) -> None:

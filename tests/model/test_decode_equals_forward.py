@@ -2,8 +2,8 @@
 
 Every test takes a *cache factory* ``(model, batch, max_len) -> KVCache``, so each KVCache implementation
 plugs into the same checks (DESIGN.md section 2: "interchangeable in every test"): the contiguous cache in
-its eager mode and in its fixed-shape (compile-friendly) mode today; a ring or paged cache adds one entry to
-``CACHE_FACTORIES``. The main property runs on every registered kernel by name (pinned with
+its eager mode and in its fixed-shape (compile-friendly) mode, and the paged cache (blocks of 4 tokens, so
+every sequence here spans several, some partly filled); a ring cache adds one entry to ``CACHE_FACTORIES``. The main property runs on every registered kernel by name (pinned with
 ``kernel.use_kernel``), so which kernel is exercised never depends on what ``"auto"`` measured.
 
 Tolerance: everything runs in float32. A cached step and the full forward do the same arithmetic except for
@@ -32,9 +32,18 @@ ATOL = 1e-5  # float32; see the module docstring
 RTOL = 0.0
 
 CacheFactory = Callable[[torch.nn.Module, int, int], specs.KVCache]
+PAGE = 4
 CACHE_FACTORIES: dict[str, CacheFactory] = {
     "static": lambda m, batch, max_len: m.new_cache(batch, max_len),
     "static_fixed_shapes": lambda m, batch, max_len: m.new_cache(batch, max_len, fixed_shapes=True),
+    "paged": lambda m, batch, max_len: m.new_cache(batch, max_len, paged=specs.PagedSpec(block_size=PAGE)),
+}
+# How many keys ``update`` returns once ``end`` tokens are written (an allow mask must cover them): the slots in
+# use, every slot, or the pages in use.
+KEYS_SEEN: dict[str, Callable[[int, int], int]] = {
+    "static": lambda end, max_len: end,
+    "static_fixed_shapes": lambda end, max_len: max_len,
+    "paged": lambda end, max_len: -(-end // PAGE) * PAGE,
 }
 
 # name -> (preset, overrides). init_std is raised from 0.02 so attention is far from uniform and a wrong
@@ -209,9 +218,9 @@ def test_left_padded_batch_decode_equals_unpadded_forward(kernel_name: str, vari
     steps, start = [], 0
     for size in [width, 2, 1, 2]:  # prefill the padded prompts, then a chunk, a single step, a chunk
         end = start + size
-        # The mask covers every key the cache returns: the slots written so far (a fixed-shape cache returns
-        # all max_len slots; the ones not yet written are excluded by its key lengths).
-        keys = end if cache_name == "static" else width + n_new
+        # The mask covers every key the cache returns (KEYS_SEEN); slots past what is written are excluded by
+        # the cache's key lengths.
+        keys = KEYS_SEEN[cache_name](end, width + n_new)
         mask = padding_mask(torch.nn.functional.pad(pad[:, :end], (0, keys - end), value=True))
         with kernel.use_kernel(kernel_name):
             steps.append(m(ids[:, start:end], cache=cache, positions=positions[:, start:end], attn_mask=mask))
@@ -242,7 +251,11 @@ def test_cache_handle_satisfies_the_protocol(cache_name: str) -> None:
     m(_ids(m, 3, 1, seed=1), cache=cache)
     assert cache.seq_lens.tolist() == [5, 5, 5]
     itemsize = torch.finfo(torch.float32).bits // 8
-    assert cache.bytes() == 2 * cfg.n_layers * 3 * cfg.attention.kv_heads * 10 * cfg.head_dim * itemsize + 3 * 8
+    per_token = 2 * cfg.n_layers * cfg.attention.kv_heads * cfg.head_dim * itemsize
+    if cache_name == "paged":  # by default, blocks for every row to reach max_len: 3 pages of 4 for 10 tokens
+        assert cache.bytes() == per_token * 3 * 3 * PAGE
+    else:
+        assert cache.bytes() == per_token * 3 * 10 + 3 * 8
 
 
 @pytest.mark.parametrize("cache_name", sorted(CACHE_FACTORIES))

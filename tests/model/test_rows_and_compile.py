@@ -12,6 +12,12 @@ import model
 import specs
 
 ATOL = 1e-5
+# The caches whose rows move independently: contiguous (eager, fixed shapes) and paged in blocks of 3 tokens.
+CACHE_KINDS = {
+    "static": {},
+    "static_fixed_shapes": {"fixed_shapes": True},
+    "paged": {"paged": specs.PagedSpec(block_size=3)},
+}
 
 
 def _model(*overrides: str) -> torch.nn.Module:
@@ -24,10 +30,10 @@ def _ids(m, length: int, seed: int) -> torch.Tensor:
     return torch.randint(0, m.config.vocab_size, (length,), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("fixed_shapes", [False, True])
+@pytest.mark.parametrize("cache_kind", sorted(CACHE_KINDS))
 @pytest.mark.parametrize("overrides", [(), ("attention.window=4",), ("positions=learned", "rope=null")])
 @torch.no_grad()
-def test_right_padded_prompts_then_per_row_decoding(overrides, fixed_shapes):
+def test_right_padded_prompts_then_per_row_decoding(overrides, cache_kind):
     """Prompts of different lengths, right-padded into one prefill; ``evict`` rolls back each row's padding,
     then every row decodes at its own position. Each row equals its own unpadded forward."""
     m = _model(*overrides)
@@ -37,7 +43,7 @@ def test_right_padded_prompts_then_per_row_decoding(overrides, fixed_shapes):
     prompt = torch.zeros(len(rows), width, dtype=torch.int64)
     for b, (row, n) in enumerate(zip(rows, lens)):
         prompt[b, :n] = row[:n]
-    cache = m.new_cache(len(rows), width + n_new, fixed_shapes=fixed_shapes)
+    cache = m.new_cache(len(rows), width + n_new, **CACHE_KINDS[cache_kind])
     prefill = m(prompt, cache=cache)
     cache.evict(torch.tensor([width - n for n in lens]))
     assert cache.seq_lens.tolist() == lens
@@ -52,13 +58,14 @@ def test_right_padded_prompts_then_per_row_decoding(overrides, fixed_shapes):
         torch.testing.assert_close(stepped[b], full[n:], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("cache_kind", ["static", "paged"])
 @torch.no_grad()
-def test_a_released_slot_takes_a_new_request_while_the_other_row_goes_on():
+def test_a_released_slot_takes_a_new_request_while_the_other_row_goes_on(cache_kind):
     """Continuous batching: row 0 finishes and is reset; a new prompt is prefilled into it in the same forward
     as row 1's next token (row 1 padded on the right, then rolled back). Both rows stay exact."""
     m = _model()
     first, second, newcomer = _ids(m, 6, seed=1), _ids(m, 9, seed=2), _ids(m, 5, seed=3)
-    cache = m.new_cache(2, 16)
+    cache = m.new_cache(2, 16, **CACHE_KINDS[cache_kind])
     m(torch.stack([first, second[:6]]), cache=cache)
     cache.reset([0])
     mixed = torch.stack([newcomer[:3], torch.cat([second[6:7], torch.zeros(2, dtype=torch.int64)])])
@@ -71,6 +78,41 @@ def test_a_released_slot_takes_a_new_request_while_the_other_row_goes_on():
     torch.testing.assert_close(out[1, :1], second_full[6:7], atol=ATOL, rtol=0)
     torch.testing.assert_close(tail[0], new_full[3:5], atol=ATOL, rtol=0)
     torch.testing.assert_close(tail[1], second_full[7:9], atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+def test_paged_views_run_only_the_rows_with_work():
+    """Continuous batching on a paged cache: each request is prefilled alone through a one-row view, then the
+    running rows decode together through a view over them, whatever their lengths. A second request with the
+    same prompt links the first one's prompt blocks instead of computing them. Every row stays exact."""
+    m = _model()
+    cache = m.new_cache(3, 24, paged=specs.PagedSpec(block_size=4))
+    prompts = [_ids(m, 9, seed=1), _ids(m, 5, seed=2)]
+    prompts.append(prompts[0].clone())  # same prompt as row 0
+    rows = [torch.cat([p, _ids(m, 4, seed=10 + i)]) for i, p in enumerate(prompts)]
+    logits: list[list[torch.Tensor]] = [[], [], []]
+    running: list[int] = []
+    for joining in (0, 1, 2):
+        shared = cache.share_prefix(joining, prompts[joining].tolist())
+        assert shared == (8 if joining == 2 else 0)
+        logits[joining].append(m(prompts[joining][None, shared:], cache=cache.select([joining]))[0])
+        if running:  # the rows already running take one step together
+            done = [int(cache.seq_lens[r]) for r in running]
+            tokens = torch.stack([rows[r][n] for r, n in zip(running, done)])[:, None]
+            out = m(tokens, cache=cache.select(running))
+            for i, r in enumerate(running):
+                logits[r].append(out[i])
+        running.append(joining)
+    for r, row in enumerate(rows):
+        full = m(row[None])[0]
+        start = 8 if r == 2 else 0
+        got = torch.cat(logits[r])
+        torch.testing.assert_close(got, full[start : start + len(got)], atol=ATOL, rtol=0)
+
+
+def test_a_paged_cache_has_no_fixed_shapes_mode():
+    with pytest.raises(ValueError, match="no fixed_shapes mode"):
+        _model().new_cache(1, 8, fixed_shapes=True, paged=specs.PagedSpec())
 
 
 @pytest.mark.parametrize("kernel_name", ["auto", "manual", "sdpa"])

@@ -1,0 +1,133 @@
+"""AsyncEngine: a :class:`serve.engine.Engine` driven by one worker thread, as a :class:`serve.backend.Backend`.
+
+Only the worker touches the engine (and so the model). Requests and cancellations reach it through a queue it
+reads between steps, so they join and leave at step boundaries; it waits on that queue only when the engine is
+idle. Each token event is handed to the event loop of the request it belongs to as soon as its step ends, so
+the loop stays free to accept connections and stream while the worker computes.
+
+A consumer that stops early (``aclose()`` of the generator, or its task cancelled) sends a cancellation, which
+frees the request's row and blocks before the next step. ``aclose`` on the backend lets every request already
+submitted finish, then stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+from serve.backend import BackendClosed
+from serve.engine import Engine
+from serve.events import TokenEvent
+from specs.generation_config import GenerationConfig
+
+
+@dataclass(eq=False)
+class _Job:
+    prompt_ids: list[int]
+    cfg: GenerationConfig
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[TokenEvent | Exception] = field(default_factory=asyncio.Queue)
+    request_id: int = -1  # the engine's id, set by the worker when it submits the job
+
+    def send(self, item: TokenEvent | Exception) -> bool:
+        """Hand ``item`` to the request's event loop (from the worker); False when that loop is closed."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    job: _Job
+
+
+class AsyncEngine:
+    """Continuous batching behind the server's :class:`serve.backend.Backend` protocol: ``engine`` is driven
+    by this object's worker thread from now on, and by nothing else."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._inbox: queue.SimpleQueue[_Job | _Cancel | None] = queue.SimpleQueue()
+        # Held while checking ``_closed`` and queueing, so no job can be queued behind the close.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="lmplanes-engine", daemon=True)
+        self._worker.start()
+
+    async def generate(self, prompt_ids: Sequence[int], cfg: GenerationConfig) -> AsyncGenerator[TokenEvent, None]:
+        job = _Job(list(prompt_ids), cfg, asyncio.get_running_loop())
+        with self._lock:
+            if self._closed:
+                raise BackendClosed("the server is shutting down and takes no new requests")
+            self.engine.check_request(prompt_ids, cfg)  # refused here, in the caller, not in the worker
+            self._inbox.put(job)
+        finished = False
+        try:
+            while not finished:
+                item = await job.events.get()
+                if isinstance(item, Exception):
+                    finished = True  # the worker already dropped the request
+                    raise item
+                finished = item.finish_reason is not None
+                yield item
+        finally:
+            if not finished:  # the consumer stopped early: free the request's blocks
+                self._inbox.put(_Cancel(job))
+
+    async def aclose(self) -> None:
+        """Finish the requests already submitted, then stop the worker; ``generate`` refuses from now on."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._inbox.put(None)  # the worker's last item
+        await asyncio.to_thread(self._worker.join)
+
+    # --------------------------------------------------------------------------------------- worker thread
+
+    def _work(self) -> None:
+        jobs: dict[int, _Job] = {}
+        closing = False
+        while not closing or self.engine.has_work:
+            # Idle: sleep until something arrives. Busy: take what arrived since the last step, without waiting.
+            for item in self._arrivals(wait=not closing and not self.engine.has_work):
+                if item is None:  # aclose: no job comes after this
+                    closing = True
+                elif isinstance(item, _Cancel):
+                    if jobs.pop(item.job.request_id, None) is not None:
+                        self.engine.cancel(item.job.request_id)
+                else:
+                    item.request_id = self.engine.submit(item.prompt_ids, item.cfg)
+                    jobs[item.request_id] = item
+            if self.engine.has_work:
+                self._step(jobs)
+
+    def _arrivals(self, wait: bool) -> list[_Job | _Cancel | None]:
+        items = [self._inbox.get()] if wait else []
+        while True:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _step(self, jobs: dict[int, _Job]) -> None:
+        try:
+            events = self.engine.step()
+        except Exception as exc:  # the model failed: every request in flight fails with it, the backend goes on
+            for request_id, job in jobs.items():
+                self.engine.cancel(request_id)
+                job.send(exc)
+            jobs.clear()
+            return
+        for event in events:
+            job = jobs[event.request_id]
+            delivered = job.send(event)
+            if event.finish_reason is not None:
+                del jobs[event.request_id]
+            elif not delivered:  # the request's event loop is gone: nobody will read it
+                del jobs[event.request_id]
+                self.engine.cancel(event.request_id)
