@@ -44,14 +44,15 @@ def served_model(args: argparse.Namespace) -> Iterator[serve.ServedModel]:
         asyncio.run(served.backend.aclose())
 
 
-def load_served_model(args: argparse.Namespace, *, name: str | None = None) -> serve.ServedModel:
-    """The model ``args`` names, ready to serve under ``name`` (default: its config's name, else the directory's)."""
+def load_served_model(args: argparse.Namespace, *, name: str | None = None, max_batch: int = 1) -> serve.ServedModel:
+    """The model ``args`` names, ready to serve under ``name`` (default: its config's name, else the directory's):
+    behind a serial backend, or with ``max_batch`` above 1 a continuous-batching engine of that many rows."""
     import torch
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.gguf:
-        return _from_gguf(Path(args.gguf), _device(args.device), dtype, name)
-    return _from_checkpoint(Path(args.checkpoint), _device(args.device), dtype, name)
+        return _from_gguf(Path(args.gguf), _device(args.device), dtype, name, max_batch)
+    return _from_checkpoint(Path(args.checkpoint), _device(args.device), dtype, name, max_batch)
 
 
 def _device(name: str) -> torch.device:
@@ -68,7 +69,9 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _from_checkpoint(folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None) -> serve.ServedModel:
+def _from_checkpoint(
+    folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int
+) -> serve.ServedModel:
     import data
     import model
     import serve
@@ -88,10 +91,12 @@ def _from_checkpoint(folder: Path, device: torch.device, dtype: torch.dtype | No
     lm = model.load_checkpoint(folder, device=device, dtype=dtype).eval()
     if not isinstance(lm, model.DecoderLM):
         raise CommandError(f"{folder}: the model is an {lm.config.architecture}; only a decoder generates text")
-    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch)
 
 
-def _from_gguf(path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None) -> serve.ServedModel:
+def _from_gguf(
+    path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int
+) -> serve.ServedModel:
     """A GGUF file holds all three: the weights, the tokenizer and the chat template (``tokenizer.chat_template``)."""
     import data
     import model
@@ -106,20 +111,25 @@ def _from_gguf(path: Path, device: torch.device, dtype: torch.dtype | None, name
         lm = model.from_gguf(path, device=device, dtype=dtype)
     except (data.DataError, serve.ChatTemplateError, specs.CheckpointError) as exc:
         raise CommandError(f"{path}: {exc}") from None
-    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch)
 
 
 def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.ChatTemplate, device: torch.device,
-            name: str, source: Path) -> serve.ServedModel:
+            name: str, source: Path, max_batch: int) -> serve.ServedModel:
     import serve
 
     config = lm.config
+    backend: serve.Backend
+    if max_batch > 1:
+        backend = serve.AsyncEngine(serve.Engine(lm, max_batch=max_batch, max_len=config.max_seq_len))
+    else:
+        backend = serve.SerialBackend(lm, device=device)
     if tokenizer.vocab_size > config.vocab_size:
         raise CommandError(f"{source}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                            f"{config.vocab_size}; they do not belong together")
     return serve.ServedModel(
         name=name,
-        backend=serve.SerialBackend(lm, device=device),
+        backend=backend,
         tokenizer=tokenizer,
         chat_template=template,
         context_len=config.max_seq_len,

@@ -18,8 +18,8 @@ def register(commands: Any) -> None:
         "serve",
         help="serve a model over an OpenAI-compatible HTTP API",
         description="Serve a model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/completions (both "
-        "stream with stream: true), GET /v1/models, /health and /metrics (Prometheus). Requests are decoded one at "
-        "a time. SIGTERM or Ctrl-C stops taking requests, lets those in flight finish, then exits 0.",
+        "stream with stream: true), GET /v1/models, /health and /metrics (Prometheus). Up to --max-batch requests "
+        "decode together (continuous batching over a paged KV cache). SIGTERM or Ctrl-C stops taking requests, lets those in flight finish, then exits 0.",
     )
     add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; 0.0.0.0 for "
@@ -32,6 +32,9 @@ def register(commands: Any) -> None:
                         "config's name, else the checkpoint directory's)")
     parser.add_argument("--max-tokens", type=int, metavar="N", help="the most tokens one answer may ask for (default: "
                         "what the context leaves)")
+    parser.add_argument("--max-batch", type=int, default=8, metavar="N",
+                        help="how many requests decode together (continuous batching over a paged KV cache; default 8; "
+                        "1 decodes one request at a time)")
     parser.add_argument("--shutdown-timeout", type=int, default=60, metavar="SECONDS",
                         help="how long a stop signal waits for requests in flight before cancelling them (default 60)")
     parser.set_defaults(run=run_serve)
@@ -45,7 +48,9 @@ def run_serve(args: argparse.Namespace) -> int:
                                         shutdown_timeout=args.shutdown_timeout)
     except ValueError as exc:
         raise UsageError(str(exc), "lmplanes serve") from None
-    served = load_served_model(args, name=args.model_name)
+    if args.max_batch < 1:
+        raise UsageError(f"--max-batch must be >= 1, got {args.max_batch}", "lmplanes serve")
+    served = load_served_model(args, name=args.model_name, max_batch=args.max_batch)
     app = serve.create_app(served, settings)
 
     def ready(url: str) -> None:

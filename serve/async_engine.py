@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from serve.backend import BackendClosed
+from serve.cache_usage import CacheUsage
 from serve.engine import Engine
 from serve.events import TokenEvent
 from specs.generation_config import GenerationConfig
@@ -78,6 +79,12 @@ class AsyncEngine:
         finally:
             if not finished:  # the consumer stopped early: free the request's blocks
                 self._inbox.put(_Cancel(job))
+
+    def cache_usage(self) -> CacheUsage:
+        """Blocks held, in tokens (a block is held whole), for ``/metrics``; read between steps without a lock
+        (two integers, each read whole)."""
+        stats, size = self.engine.stats, self.engine.cache.block_size
+        return CacheUsage(tokens=stats.blocks_used * size, capacity=(stats.blocks_used + stats.blocks_free) * size)
 
     async def aclose(self) -> None:
         """Finish the requests already submitted, then stop the worker; ``generate`` refuses from now on."""

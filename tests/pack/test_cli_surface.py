@@ -35,7 +35,8 @@ SURFACE = {
     "generate": {"--help", "-h", *MODEL, *SAMPLING, "--prompt"},
     "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system"},
     "serve": {
-        "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--shutdown-timeout",
+        "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch",
+        "--shutdown-timeout",
     },
     "env": {"--help", "-h"},
 }

@@ -130,5 +130,6 @@ def test_models_health_and_metrics(client, server):
                  'lmplanes_time_to_first_token_seconds_count{endpoint="/v1/completions"}',
                  'lmplanes_request_duration_seconds_bucket{endpoint="/v1/models",le="0.005"}',
                  "lmplanes_requests_in_flight 1.0",  # the /metrics request itself
-                 "lmplanes_kv_cache_tokens 0.0", "lmplanes_kv_cache_capacity_tokens 512.0", "lmplanes_kv_cache_usage 0.0"):
+                 "lmplanes_kv_cache_tokens 0.0", "lmplanes_kv_cache_usage 0.0",
+                 "lmplanes_kv_cache_capacity_tokens 4096.0"):  # --max-batch 8 rows of the 512-token context
         assert line in metrics, line

@@ -162,8 +162,9 @@ def test_a_client_that_leaves_mid_stream_cancels_its_request(server, client):
     connection.sock.shutdown(socket.SHUT_RDWR)
     connection.close()
     _wait_for_metric(server, CANCELLED, cancelled + 1)
-    # Decoding stopped with the request: far fewer tokens were made than it asked for.
+    # Decoding stopped with the request: far fewer tokens were made than it asked for, and its blocks are free.
     assert _metric(server, "lmplanes_completion_tokens_total") - tokens < MAX_TOKENS_LIMIT
+    _wait_for_metric(server, "lmplanes_kv_cache_tokens", 0.0)
     still_serving(client)
 
 

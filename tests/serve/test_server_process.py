@@ -20,8 +20,9 @@ KEY = "sk-test-0123456789"
 
 @pytest.fixture(scope="module")
 def keyed_server(tiny_checkpoint, tmp_path_factory):
-    """A server whose key comes from the environment (so that it stays out of the process list)."""
-    process = ServerProcess(tiny_checkpoint, tmp_path_factory.mktemp("keyed") / "server.log",
+    """A server whose key comes from the environment (so that it stays out of the process list); it decodes
+    one request at a time (the serial backend), where the shared server batches."""
+    process = ServerProcess(tiny_checkpoint, tmp_path_factory.mktemp("keyed") / "server.log", "--max-batch", "1",
                             env={"LMPLANES_API_KEY": KEY})
     yield process
     process.stop()
@@ -76,6 +77,7 @@ def test_sigterm_lets_the_requests_in_flight_finish_then_exits_cleanly(keyed_ser
         (["--api-key", ""], "the API key must not be empty"),
         (["--max-tokens", "0"], "max_tokens must be >= 1, got 0"),
         (["--shutdown-timeout", "-1"], "shutdown_timeout must be >= 0, got -1"),
+        (["--max-batch", "0"], "--max-batch must be >= 1, got 0"),
     ],
 )
 def test_serve_settings_mistakes_are_one_line(tiny_checkpoint, args, message, capsys):
