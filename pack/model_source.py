@@ -49,10 +49,14 @@ def load_served_model(args: argparse.Namespace, *, name: str | None = None, max_
     behind a serial backend, or with ``max_batch`` above 1 a continuous-batching engine of that many rows."""
     import torch
 
+    import serve
+
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    device = _device(args.device)
+    threads = serve.hand_threads_to_workers()  # the backend's worker computes; this thread only loads and serves
     if args.gguf:
-        return _from_gguf(Path(args.gguf), _device(args.device), dtype, name, max_batch)
-    return _from_checkpoint(Path(args.checkpoint), _device(args.device), dtype, name, max_batch)
+        return _from_gguf(Path(args.gguf), device, dtype, name, max_batch, threads)
+    return _from_checkpoint(Path(args.checkpoint), device, dtype, name, max_batch, threads)
 
 
 def _device(name: str) -> torch.device:
@@ -70,7 +74,7 @@ def _device(name: str) -> torch.device:
 
 
 def _from_checkpoint(
-    folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int
+    folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int
 ) -> serve.ServedModel:
     import data
     import model
@@ -91,11 +95,11 @@ def _from_checkpoint(
     lm = model.load_checkpoint(folder, device=device, dtype=dtype).eval()
     if not isinstance(lm, model.DecoderLM):
         raise CommandError(f"{folder}: the model is an {lm.config.architecture}; only a decoder generates text")
-    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch, threads)
 
 
 def _from_gguf(
-    path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int
+    path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int
 ) -> serve.ServedModel:
     """A GGUF file holds all three: the weights, the tokenizer and the chat template (``tokenizer.chat_template``)."""
     import data
@@ -111,19 +115,19 @@ def _from_gguf(
         lm = model.from_gguf(path, device=device, dtype=dtype)
     except (data.DataError, serve.ChatTemplateError, specs.CheckpointError) as exc:
         raise CommandError(f"{path}: {exc}") from None
-    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch, threads)
 
 
 def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.ChatTemplate, device: torch.device,
-            name: str, source: Path, max_batch: int) -> serve.ServedModel:
+            name: str, source: Path, max_batch: int, threads: int) -> serve.ServedModel:
     import serve
 
     config = lm.config
     backend: serve.Backend
     if max_batch > 1:
-        backend = serve.AsyncEngine(serve.Engine(lm, max_batch=max_batch, max_len=config.max_seq_len))
+        backend = serve.AsyncEngine(serve.Engine(lm, max_batch=max_batch, max_len=config.max_seq_len), threads=threads)
     else:
-        backend = serve.SerialBackend(lm, device=device)
+        backend = serve.SerialBackend(lm, device=device, threads=threads)
     if tokenizer.vocab_size > config.vocab_size:
         raise CommandError(f"{source}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                            f"{config.vocab_size}; they do not belong together")

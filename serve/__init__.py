@@ -11,6 +11,7 @@ from serve.async_engine import AsyncEngine
 from serve.backend import Backend, BackendClosed
 from serve.chat_template import ChatTemplate, ChatTemplateError
 from serve.compiled import CompiledDecoding, compile_decoding
+from serve.compute_thread import hand_threads_to_workers
 from serve.engine import Engine, EngineStats
 from serve.events import TokenEvent
 from serve.generate import generate, stream
@@ -42,6 +43,7 @@ __all__ = [
     "create_app",
     "generate",
     "generate_text",
+    "hand_threads_to_workers",
     "process",
     "run_server",
     "sampling_config",

