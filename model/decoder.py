@@ -13,6 +13,8 @@ GeGLU, soft-capping, sliding-window layers between global ones) with one forward
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -23,6 +25,7 @@ from blocks.block import build_block
 from blocks.norms import RMSNorm, build_norm
 from blocks.scaling import scale_or_identity, softcap_or_identity
 from model.inputs import check_cache, check_cache_len, check_input_ids, check_positions, default_positions
+from model.parallel_plan import LAYER_TP_PLAN
 from model.positions import build_local_positions, build_positions
 from specs.cache import CacheStep, KVCache, PagedSpec
 from specs.model_config import ModelConfig
@@ -123,18 +126,8 @@ class DecoderLM(nn.Module):
     def fsdp_units(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def tp_plan(self) -> dict[str, str]:
-        return {
-            "layers.*.attn.wq": "colwise",
-            "layers.*.attn.wk": "colwise",
-            "layers.*.attn.wv": "colwise",
-            "layers.*.attn.wo": "rowwise",
-            "layers.*.mlp.w1": "colwise",
-            "layers.*.mlp.w3": "colwise",
-            "layers.*.mlp.w2": "rowwise",
-            "layers.*.mlp.fc": "colwise",
-            "layers.*.mlp.proj": "rowwise",
-        }
+    def tp_plan(self) -> dict[str, Literal["colwise", "rowwise"]]:
+        return dict(LAYER_TP_PLAN)
 
     @torch.no_grad()
     def init_weights(self) -> None:

@@ -22,6 +22,7 @@ from attn.context import AttentionContext
 from blocks.block import build_block
 from blocks.norms import RMSNorm, build_norm
 from model.inputs import check_input_ids, check_key_padding_mask, check_token_type_ids, default_positions
+from model.parallel_plan import LAYER_TP_PLAN
 from model.positions import build_positions
 from specs.model_config import ModelConfig
 from tensor.init import init_normal_
@@ -119,17 +120,7 @@ class EncoderLM(nn.Module):
         return list(self.layers)
 
     def tp_plan(self) -> dict[str, Literal["colwise", "rowwise"]]:
-        return {
-            "layers.*.attn.wq": "colwise",
-            "layers.*.attn.wk": "colwise",
-            "layers.*.attn.wv": "colwise",
-            "layers.*.attn.wo": "rowwise",
-            "layers.*.mlp.w1": "colwise",
-            "layers.*.mlp.w3": "colwise",
-            "layers.*.mlp.w2": "rowwise",
-            "layers.*.mlp.fc": "colwise",
-            "layers.*.mlp.proj": "rowwise",
-        }
+        return dict(LAYER_TP_PLAN)
 
     @torch.no_grad()
     def init_weights(self) -> None:
