@@ -1,6 +1,10 @@
 """Batch-1 decoding against Hugging Face ``generate``, side by side, on llama-55m (same weights in both).
 
     python benchmarks/bench_decode.py [--rounds 5] [--prompt 128] [--new 128] [--dtypes float32 bfloat16] [--write BENCHMARKS.md]
+    python benchmarks/bench_decode.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf [...]
+
+With ``--gguf FILE`` the model is a real one, dequantized from a llama.cpp file by ``model.from_gguf`` on our
+side and by transformers' own GGUF loader on theirs (its own section of the markdown file).
 
 For each dtype: ``serve.generate`` eager, ``serve.generate`` through ``serve.compile_decoding``, and
 ``transformers`` ``generate`` (greedy, its default cache, its default attention), with the same random prompt,
@@ -34,7 +38,8 @@ import serve
 import specs
 from specs import GenerationConfig
 
-START, END = "<!-- bench:decode:start -->", "<!-- bench:decode:end -->"
+MARKERS = {False: ("<!-- bench:decode:start -->", "<!-- bench:decode:end -->"),
+           True: ("<!-- bench:decode-gguf:start -->", "<!-- bench:decode-gguf:end -->")}
 
 
 def read_bandwidth(repeats: int = 7) -> float:
@@ -80,12 +85,12 @@ def time_hf(hf, ids: torch.Tensor, new: int) -> tuple[float, float, torch.Tensor
     return first, (new - 1) / (total - first), tokens
 
 
-def bench_dtype(lm: torch.nn.Module, hf_dir: Path, dtype: torch.dtype, args: argparse.Namespace) -> dict:
-    from transformers import AutoModelForCausalLM
-
+def bench_dtype(
+    lm: torch.nn.Module, load_hf: Callable[[torch.dtype], torch.nn.Module], dtype: torch.dtype, args: argparse.Namespace
+) -> dict:
     ours = lm.to(dtype)
     compiled = serve.compile_decoding(ours)
-    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).eval()
+    hf = load_hf(dtype).eval()
     ids = torch.randint(3, lm.config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(0))
     cfg = GenerationConfig(max_new_tokens=args.new, eos_token_ids=())
     contenders: dict[str, Callable[[], tuple[float, float, torch.Tensor]]] = {
@@ -114,10 +119,11 @@ def bench_dtype(lm: torch.nn.Module, hf_dir: Path, dtype: torch.dtype, args: arg
     }
 
 
-def report(results: list[dict], bandwidth: float, args: argparse.Namespace, command: str) -> str:
+def report(results: list[dict], bandwidth: float, args: argparse.Namespace, command: str, name: str) -> str:
+    start, end = MARKERS[args.gguf is not None]
     lines = [
-        START,
-        "## Serve: batch-1 decoding, llama-55m, against transformers `generate` (CPU)",
+        start,
+        f"## Serve: batch-1 decoding, {name}, against transformers `generate` (CPU)",
         "",
         f"Command: `python benchmarks/bench_decode.py {command}`  ",
         f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
@@ -144,7 +150,7 @@ def report(results: list[dict], bandwidth: float, args: argparse.Namespace, comm
             f"{r['dtype']} {name}: " + ", ".join(f"{v:.0f}" for v in values)
             for r in results for name, values in r["rates"].items()
         ) + ".",
-        END,
+        end,
     ]
     return "\n".join(lines)
 
@@ -161,19 +167,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--gguf", type=Path, default=None, help="a llama.cpp file to load on both sides instead")
     parser.add_argument("--write", type=Path, default=None, help="replace the decode section of this markdown file")
     args = parser.parse_args(argv)
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(0)
-    lm = model.build(specs.load_preset("llama-55m")).eval()
     bandwidth = read_bandwidth()
     with tempfile.TemporaryDirectory() as scratch:
-        hf_dir = model.to_hf(lm, Path(scratch) / "hf")
-        results = [bench_dtype(lm, hf_dir, getattr(torch, name), args) for name in args.dtypes]
+        if args.gguf is not None:
+            lm = model.from_gguf(args.gguf)
+            name = f"{args.gguf.name} ({lm.config.name})"
+
+            def load_hf(dtype: torch.dtype) -> torch.nn.Module:
+                return AutoModelForCausalLM.from_pretrained(args.gguf.parent, gguf_file=args.gguf.name, dtype=dtype)
+        else:
+            lm, name = model.build(specs.load_preset("llama-55m")).eval(), "llama-55m"
+            hf_dir = model.to_hf(lm, Path(scratch) / "hf")
+
+            def load_hf(dtype: torch.dtype) -> torch.nn.Module:
+                return AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype)
+
+        results = [bench_dtype(lm, load_hf, getattr(torch, dtype), args) for dtype in args.dtypes]
     command = f"--rounds {args.rounds} --prompt {args.prompt} --new {args.new} --dtypes {' '.join(args.dtypes)}"
-    section = report(results, bandwidth, args, command + (f" --write {args.write}" if args.write else ""))
+    command += (f" --gguf {args.gguf.name}" if args.gguf else "") + (f" --write {args.write}" if args.write else "")
+    section = report(results, bandwidth, args, command, name)
     print(section)
     if args.write:
-        write_section(args.write, section, START, END)
+        write_section(args.write, section, *MARKERS[args.gguf is not None])
     return 0
 
 
