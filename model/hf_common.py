@@ -111,10 +111,13 @@ def layer_types(cfg: ModelConfig) -> list[str]:
     return [SLIDING if cfg.attention.layer_window(i) is not None else FULL for i in range(cfg.n_layers)]
 
 
-def window_section(types: list[Any], window: Any, *, n_layers: int, max_seq_len: int) -> dict[str, Any]:
+def window_section(
+    types: list[Any], window: Any, *, n_layers: int, max_seq_len: int, keep_sliding: bool = False
+) -> dict[str, Any]:
     """``attention.window`` / ``attention.global_every`` for the per-layer ``types`` and the checkpoint's
     ``sliding_window``; a pattern our rule cannot express raises ``ValueError`` naming it. A window that spans
-    ``max_seq_len`` keys hides nothing, so such layers are global."""
+    ``max_seq_len`` keys hides nothing, so such layers are global, unless ``keep_sliding`` (Gemma 3's sliding
+    layers rotate with their own RoPE base, so they stay sliding layers with a window of ``max_seq_len``)."""
     if len(types) != n_layers or not set(types) <= {SLIDING, FULL}:
         raise ValueError(f"layer_types must list {n_layers} of {SLIDING!r}/{FULL!r}, got {types!r}")
     sliding = [kind == SLIDING for kind in types]
@@ -123,7 +126,9 @@ def window_section(types: list[Any], window: Any, *, n_layers: int, max_seq_len:
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise ValueError(f"sliding_window must be a positive integer for the sliding layers, got {window!r}")
     if window >= max_seq_len:
-        return {"window": None, "global_every": None}
+        if not keep_sliding:
+            return {"window": None, "global_every": None}
+        window = max_seq_len  # still hides nothing, but the layers stay apart (their own RoPE base)
     if all(sliding):
         return {"window": window, "global_every": None}
     for every in range(2, n_layers + 1):

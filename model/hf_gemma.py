@@ -84,7 +84,9 @@ class _GemmaFamily:
 
         llama_view = {k: v for k, v in values.items() if k not in _NOT_LLAMA and v is not None}
         data = read_as_llama({**llama_view, **rope, "hidden_act": "silu"}, label=self.label, name=name, dtype=dtype)
-        windows = self._windows(values, n_layers=data["n_layers"], max_seq_len=data["max_seq_len"])
+        windows = self._windows(
+            values, n_layers=data["n_layers"], max_seq_len=data["max_seq_len"], keep_sliding=local_theta is not None
+        )
         head_dim = values.get("head_dim") or data["d_model"] // data["attention"]["n_heads"]
         scalar = values["query_pre_attn_scalar"]
         data["attention"].update(
@@ -104,11 +106,13 @@ class _GemmaFamily:
         )
         return from_dict(data, kind="model", source="Hugging Face config.json")
 
-    def _windows(self, values: dict[str, Any], *, n_layers: int, max_seq_len: int) -> dict[str, Any]:
+    def _windows(self, values: dict[str, Any], *, n_layers: int, max_seq_len: int, keep_sliding: bool) -> dict[str, Any]:
         pattern = values.get("sliding_window_pattern") or self.pattern  # Gemma 3 configs from before layer_types
         types = values.get("layer_types") or [FULL if (i + 1) % pattern == 0 else SLIDING for i in range(n_layers)]
         try:
-            return window_section(types, values.get("sliding_window"), n_layers=n_layers, max_seq_len=max_seq_len)
+            return window_section(
+                types, values.get("sliding_window"), n_layers=n_layers, max_seq_len=max_seq_len, keep_sliding=keep_sliding
+            )
         except ValueError as exc:
             raise ValueError(f"cannot import this {self.label} checkpoint:\n  {exc}") from None
 

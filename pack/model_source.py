@@ -44,9 +44,12 @@ def served_model(args: argparse.Namespace) -> Iterator[serve.ServedModel]:
         asyncio.run(served.backend.aclose())
 
 
-def load_served_model(args: argparse.Namespace, *, name: str | None = None, max_batch: int = 1) -> serve.ServedModel:
+def load_served_model(
+    args: argparse.Namespace, *, name: str | None = None, max_batch: int = 1, max_len: int | None = None
+) -> serve.ServedModel:
     """The model ``args`` names, ready to serve under ``name`` (default: its config's name, else the directory's):
-    behind a serial backend, or with ``max_batch`` above 1 a continuous-batching engine of that many rows."""
+    behind a serial backend, or with ``max_batch`` above 1 a continuous-batching engine of that many rows.
+    ``max_len`` caps the tokens of one request (prompt and answer; default and most: the model's context)."""
     import torch
 
     import serve
@@ -55,8 +58,8 @@ def load_served_model(args: argparse.Namespace, *, name: str | None = None, max_
     device = _device(args.device)
     threads = serve.hand_threads_to_workers()  # the backend's worker computes; this thread only loads and serves
     if args.gguf:
-        return _from_gguf(Path(args.gguf), device, dtype, name, max_batch, threads)
-    return _from_checkpoint(Path(args.checkpoint), device, dtype, name, max_batch, threads)
+        return _from_gguf(Path(args.gguf), device, dtype, name, max_batch, threads, max_len)
+    return _from_checkpoint(Path(args.checkpoint), device, dtype, name, max_batch, threads, max_len)
 
 
 def _device(name: str) -> torch.device:
@@ -74,7 +77,8 @@ def _device(name: str) -> torch.device:
 
 
 def _from_checkpoint(
-    folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int
+    folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
+    max_len: int | None,
 ) -> serve.ServedModel:
     import data
     import model
@@ -95,11 +99,12 @@ def _from_checkpoint(
     lm = model.load_checkpoint(folder, device=device, dtype=dtype).eval()
     if not isinstance(lm, model.DecoderLM):
         raise CommandError(f"{folder}: the model is an {lm.config.architecture}; only a decoder generates text")
-    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch, threads)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch, threads, max_len)
 
 
 def _from_gguf(
-    path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int
+    path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
+    max_len: int | None,
 ) -> serve.ServedModel:
     """A GGUF file holds all three: the weights, the tokenizer and the chat template (``tokenizer.chat_template``)."""
     import data
@@ -115,27 +120,28 @@ def _from_gguf(
         lm = model.from_gguf(path, device=device, dtype=dtype)
     except (data.DataError, serve.ChatTemplateError, specs.CheckpointError) as exc:
         raise CommandError(f"{path}: {exc}") from None
-    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch, threads)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch, threads, max_len)
 
 
 def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.ChatTemplate, device: torch.device,
-            name: str, source: Path, max_batch: int, threads: int) -> serve.ServedModel:
+            name: str, source: Path, max_batch: int, threads: int, max_len: int | None) -> serve.ServedModel:
     import serve
 
     config = lm.config
-    backend: serve.Backend
-    if max_batch > 1:
-        backend = serve.AsyncEngine(serve.Engine(lm, max_batch=max_batch, max_len=config.max_seq_len), threads=threads)
-    else:
-        backend = serve.SerialBackend(lm, device=device, threads=threads)
     if tokenizer.vocab_size > config.vocab_size:
         raise CommandError(f"{source}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                            f"{config.vocab_size}; they do not belong together")
+    context = min(max_len or config.max_seq_len, config.max_seq_len)
+    backend: serve.Backend
+    if max_batch > 1:  # the paged cache is allocated up front: max_batch rows of the context, in blocks
+        backend = serve.AsyncEngine(serve.Engine(lm, max_batch=max_batch, max_len=context), threads=threads)
+    else:
+        backend = serve.SerialBackend(lm, device=device, threads=threads)
     return serve.ServedModel(
         name=name,
         backend=backend,
         tokenizer=tokenizer,
         chat_template=template,
-        context_len=config.max_seq_len,
+        context_len=context,
         vocab_size=config.vocab_size,
     )

@@ -35,6 +35,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--max-batch", type=int, default=8, metavar="N",
                         help="how many requests decode together (continuous batching over a paged KV cache; default 8; "
                         "1 decodes one request at a time)")
+    parser.add_argument("--max-len", type=int, metavar="N",
+                        help="the most tokens one request may hold, prompt and answer (default: the model's context); "
+                        "the batching engine's KV cache is allocated up front for --max-batch requests of this length")
     parser.add_argument("--shutdown-timeout", type=int, default=60, metavar="SECONDS",
                         help="how long a stop signal waits for requests in flight before cancelling them (default 60)")
     parser.set_defaults(run=run_serve)
@@ -50,7 +53,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc), "lmplanes serve") from None
     if args.max_batch < 1:
         raise UsageError(f"--max-batch must be >= 1, got {args.max_batch}", "lmplanes serve")
-    served = load_served_model(args, name=args.model_name, max_batch=args.max_batch)
+    if args.max_len is not None and args.max_len < 2:
+        raise UsageError(f"--max-len must be >= 2 (a prompt token and an answer token), got {args.max_len}",
+                         "lmplanes serve")
+    served = load_served_model(args, name=args.model_name, max_batch=args.max_batch, max_len=args.max_len)
     app = serve.create_app(served, settings)
 
     def ready(url: str) -> None:

@@ -99,6 +99,16 @@ class AsyncEngine:
 
     def _work(self) -> None:
         jobs: dict[int, _Job] = {}
+        try:
+            self._serve(jobs)
+        except Exception as exc:  # a fault of the engine itself: fail every request rather than leave it waiting
+            with self._lock:
+                self._closed = True
+            for job in [*jobs.values(), *(i for i in self._arrivals(wait=False) if isinstance(i, _Job))]:
+                job.send(exc)
+            raise
+
+    def _serve(self, jobs: dict[int, _Job]) -> None:
         closing = False
         while not closing or self.engine.has_work:
             # Idle: sleep until something arrives. Busy: take what arrived since the last step, without waiting.
@@ -109,7 +119,11 @@ class AsyncEngine:
                     if jobs.pop(item.job.request_id, None) is not None:
                         self.engine.cancel(item.job.request_id)
                 else:
-                    item.request_id = self.engine.submit(item.prompt_ids, item.cfg)
+                    try:
+                        item.request_id = self.engine.submit(item.prompt_ids, item.cfg)
+                    except Exception as exc:  # this request fails; the worker goes on with the others
+                        item.send(exc)
+                        continue
                     jobs[item.request_id] = item
             if self.engine.has_work:
                 self._step(jobs)

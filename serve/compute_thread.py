@@ -17,11 +17,13 @@ from collections.abc import Callable
 
 import torch
 
+_handed: dict[int, int] = {}  # thread id -> the intra-op threads it had before handing them over
+
 
 def hand_threads_to_workers() -> int:
     """Make the calling thread (the main one) compute single-threaded, before it ever runs a parallel region,
-    and return the intra-op thread count it had: what the workers should get."""
-    threads = torch.get_num_threads()
+    and return the intra-op thread count it had: what the workers should get (the same on every call)."""
+    threads = _handed.setdefault(threading.get_ident(), torch.get_num_threads())
     torch.set_num_threads(1)
     return threads
 

@@ -207,6 +207,9 @@ class Engine:
             except CacheFull:  # the oldest waiting request waits for blocks; nobody overtakes it
                 self.cache.reset([row])
                 return
+            except Exception:  # the row gives back what it linked and wrote before the error goes up
+                self.cache.reset([row])
+                raise
             del self._waiting[0]
             self._free_rows.pop()
             request.row = row

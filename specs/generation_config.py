@@ -68,6 +68,9 @@ class GenerationConfig:
             raise FieldProblem("num_beams", "beam search with sampling is not supported; set do_sample: false")
         if any(not s for s in self.stop):
             raise FieldProblem("stop", "stop strings must not be empty")
+        # Answer k of n draws from a generator seeded seed + k; torch seeds are unsigned 64-bit integers.
+        if self.seed is not None and not 0 <= self.seed <= 2**64 - self.n:
+            raise FieldProblem("seed", f"must be in [0, 2**64 - n] (here {2**64 - self.n}), got {self.seed}")
         sampling_only = [k for k in ("top_k", "top_p", "min_p") if getattr(self, k) is not None]
         if sampling_only and not self.do_sample:
             raise FieldProblem(sampling_only[0], "only applies when sampling; set do_sample: true")

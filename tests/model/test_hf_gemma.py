@@ -223,3 +223,13 @@ def test_gemma3_local_base_is_not_vacuous(tmp_path):
     other.load_state_dict(ours.state_dict())
     with torch.no_grad():
         assert (other.eval()(ids()) - hf(ids()).logits).abs().max() > 100 * TOL
+
+
+def test_gemma3_sliding_layers_keep_their_base_when_the_window_spans_the_context(tmp_path):
+    """A window as long as the context hides nothing, but Gemma 3's sliding layers still rotate with their own
+    base: they must stay sliding layers, not become global ones rotating with the global base."""
+    hf = hf_model(*GEMMA3, scale=0.2, **{**TINY3, "max_position_embeddings": 32, "sliding_window": 32})
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = from_hf(tmp_path)
+    assert (ours.config.attention.window, ours.config.rope.local_theta) == (32, 1_000.0)
+    assert model_diff(ours, hf, ids(), "window spans the context") <= TOL

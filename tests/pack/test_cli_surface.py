@@ -35,7 +35,7 @@ SURFACE = {
     "generate": {"--help", "-h", *MODEL, *SAMPLING, "--prompt"},
     "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system"},
     "serve": {
-        "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch",
+        "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
         "--shutdown-timeout",
     },
     "env": {"--help", "-h"},

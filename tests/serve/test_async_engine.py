@@ -146,3 +146,35 @@ def test_a_failed_step_fails_the_requests_in_flight_and_the_backend_goes_on(lm) 
         await backend.aclose()
 
     asyncio.run(main())
+
+
+def test_a_request_the_engine_refuses_in_the_worker_fails_alone(lm, monkeypatch) -> None:
+    """An error raised while the worker submits a request (past the caller's checks) fails that request only:
+    the worker lives on and serves the next one."""
+    backend = _backend(lm)
+    submit = backend.engine.submit
+
+    def refuse_short_prompts(prompt_ids, cfg):
+        if len(prompt_ids) < 3:
+            raise ValueError("refused in the worker")
+        return submit(prompt_ids, cfg)
+
+    monkeypatch.setattr(backend.engine, "submit", refuse_short_prompts)
+
+    async def main() -> list[TokenEvent]:
+        with pytest.raises(ValueError, match="refused in the worker"):
+            await _collect(backend, _prompt(2, seed=1), GREEDY)
+        events = await _collect(backend, _prompt(5, seed=2), GREEDY)
+        await backend.aclose()
+        return events
+
+    events = asyncio.run(asyncio.wait_for(main(), timeout=120))
+    assert len(events) == GREEDY.max_new_tokens and events[-1].finish_reason == "length"
+
+
+def test_seeds_outside_what_torch_takes_are_refused_up_front() -> None:
+    with pytest.raises(ValueError, match=r"seed: must be in \[0, 2\*\*64 - n\]"):
+        GenerationConfig(max_new_tokens=4, do_sample=True, seed=2**64)
+    with pytest.raises(ValueError, match="seed"):
+        GenerationConfig(max_new_tokens=4, do_sample=True, seed=-1)
+    assert GenerationConfig(max_new_tokens=4, do_sample=True, n=2, seed=2**64 - 2).seed == 2**64 - 2

@@ -67,6 +67,8 @@ def test_a_body_that_is_not_a_json_object_is_refused(server, client, body, messa
         ("temperature", 2.5, "temperature", "less than or equal to 2"),
         ("stream", 1, "stream", "Invalid value for 'stream'"),
         ("n", 0, "n", "greater than or equal to 1"),
+        ("seed", 10**30, "seed", "less than or equal to"),
+        ("seed", -1, "seed", "greater than or equal to 0"),
         ("prompt", {"text": "hi"}, "prompt", "must be a string, a list of strings, a list of token ids"),
         ("prompt", [], "prompt", "prompt must not be empty"),
         ("prompt", [1, 300], "prompt", "token id 300 is outside the model's vocabulary (0 to 255)"),

@@ -78,6 +78,7 @@ def test_sigterm_lets_the_requests_in_flight_finish_then_exits_cleanly(keyed_ser
         (["--max-tokens", "0"], "max_tokens must be >= 1, got 0"),
         (["--shutdown-timeout", "-1"], "shutdown_timeout must be >= 0, got -1"),
         (["--max-batch", "0"], "--max-batch must be >= 1, got 0"),
+        (["--max-len", "1"], "--max-len must be >= 2 (a prompt token and an answer token), got 1"),
     ],
 )
 def test_serve_settings_mistakes_are_one_line(tiny_checkpoint, args, message, capsys):

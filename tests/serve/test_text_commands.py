@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import os
 import shutil
@@ -125,3 +126,17 @@ def test_an_encoder_checkpoint_is_refused_in_one_line(tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(folder), "--prompt", "Hi"]) == 1
     err = capsys.readouterr().err
     assert err == f"lmplanes: error: {folder}: the model is an encoder; only a decoder generates text\n"
+
+
+def test_max_len_caps_a_request_and_the_engine_cache(tiny_checkpoint):
+    """``lmplanes serve --max-len``: requests are limited to it (the server refuses longer ones as over the
+    context) and the engine's rows are that long, not the model's whole context."""
+    from pack.model_source import load_served_model
+
+    args = argparse.Namespace(checkpoint=str(tiny_checkpoint), gguf=None, device="cpu", dtype=None)
+    served = load_served_model(args, max_batch=2, max_len=100)
+    try:
+        assert served.context_len == 100
+        assert served.backend.cache_usage().capacity == 2 * 112  # two rows of 100 tokens in whole 16-token blocks
+    finally:
+        asyncio.run(served.backend.aclose())

@@ -118,7 +118,7 @@ def generation_configs(draw: st.DrawFn) -> GenerationConfig:
         else None,
         repetition_penalty=draw(st.floats(min_value=1e-3, max_value=10.0, allow_nan=False)),
         eos_token_ids=tuple(draw(st.lists(st.integers(0, 1 << 31), max_size=4))),
-        seed=draw(st.one_of(st.none(), st.integers(-(1 << 63), (1 << 64)))),
+        seed=draw(st.one_of(st.none(), st.integers(0, (1 << 64) - 1))),  # what torch seeds take (n is 1)
     )
 
 
