@@ -46,11 +46,12 @@ def write_tiny_checkpoint(folder: Path, *, chat_template: str | None = None) -> 
 class ServerProcess:
     """``lmplanes serve --port 0`` in a subprocess; ``url`` once it listens. Its log goes to ``log_path``."""
 
-    def __init__(self, checkpoint: Path, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, source: Path, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.log = log_path.open("w")
         self.copier: threading.Thread | None = None
-        command = [sys.executable, "-m", "pack", "serve", "--checkpoint", str(checkpoint), "--port", "0",
+        kind = "--gguf" if source.suffix == ".gguf" else "--checkpoint"  # a GGUF file, or a checkpoint directory
+        command = [sys.executable, "-m", "pack", "serve", kind, str(source), "--port", "0",
                    "--model-name", MODEL_NAME, *args]
         # One thread: a model this small gains nothing from two, and on a busy machine the threads of several
         # test processes spinning against each other make each token ten times slower.

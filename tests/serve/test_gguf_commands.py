@@ -36,3 +36,26 @@ def test_generate_from_a_gguf_file_equals_greedy_decoding(gguf_file, capsys):
     assert main(["generate", "--gguf", str(gguf_file), "--prompt", prompt, "--max-new-tokens", "8"]) == 0
     out, err = capsys.readouterr()
     assert out == expected + "\n", err
+
+
+def test_smollm2_answers_chat_through_the_openai_api(gguf_file, tmp_path):
+    """``lmplanes serve --gguf``: the official client's chat completions, whole and streamed, from the real
+    model with the chat template of its GGUF file (a KV cache of two 512-token rows, not two 8192-token ones)."""
+    import openai
+
+    from tests.serving import MODEL_NAME, ServerProcess
+
+    server = ServerProcess(gguf_file, tmp_path / "server.log", "--max-batch", "2", "--max-len", "512")
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+        messages = [{"role": "user", "content": "What is the capital of France?"}]
+        whole = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=12, temperature=0)
+        assert "Paris" in whole.choices[0].message.content
+        pieces = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=12, temperature=0,
+                                                stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in pieces if chunk.choices) == (
+            whole.choices[0].message.content
+        )
+        assert [m.id for m in client.models.list().data] == [MODEL_NAME]
+    finally:
+        assert server.stop() == 0, server.log_path.read_text()
