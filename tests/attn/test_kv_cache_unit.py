@@ -37,7 +37,8 @@ FACTORIES: dict[str, Factory] = {
 }
 HOST_LENGTHS = {"static", "paged"}  # caches that mirror lengths on the host, so they refuse on the host
 
-pytestmark = pytest.mark.parametrize("name", sorted(FACTORIES))
+EVERY_CACHE = pytest.mark.parametrize("name", sorted(FACTORIES))
+HOST_CHECKED = pytest.mark.parametrize("name", sorted(HOST_LENGTHS))
 
 
 def _kv(t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,6 +68,7 @@ def _forward(cache, t: int, seed: int, *, commit: bool = True):
     return written, seen
 
 
+@EVERY_CACHE
 def test_is_a_kv_cache_with_its_layout(name: str) -> None:
     cache = FACTORIES[name](8)
     assert isinstance(cache, specs.KVCache)
@@ -75,6 +77,7 @@ def test_is_a_kv_cache_with_its_layout(name: str) -> None:
     assert cache.seq_lens.tolist() == [0] * B and cache.seq_lens.dtype == torch.int64
 
 
+@EVERY_CACHE
 def test_each_forward_sees_everything_committed_plus_its_own_tokens(name: str) -> None:
     cache = FACTORIES[name](10)
     history: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {layer: [] for layer in range(L)}
@@ -88,6 +91,7 @@ def test_each_forward_sees_everything_committed_plus_its_own_tokens(name: str) -
     assert cache.seq_lens.tolist() == [8] * B
 
 
+@EVERY_CACHE
 def test_step_reports_offsets_and_tokens_commit_only_on_advance(name: str) -> None:
     cache = FACTORIES[name](10)
     _forward(cache, 4, seed=0)
@@ -98,6 +102,7 @@ def test_step_reports_offsets_and_tokens_commit_only_on_advance(name: str) -> No
     assert cache.seq_lens.tolist() == [4] * B
 
 
+@EVERY_CACHE
 def test_an_interrupted_forward_is_overwritten_by_the_next(name):
     cache = FACTORIES[name](16)
     first, _ = _forward(cache, 3, seed=1)
@@ -111,6 +116,7 @@ def test_an_interrupted_forward_is_overwritten_by_the_next(name):
     assert step.q_offset is not None and cache.seq_lens.tolist() == [5] * B
 
 
+@EVERY_CACHE
 def test_overflow_is_refused_before_anything_is_written(name: str) -> None:
     cache = FACTORIES[name](5)
     _forward(cache, 4, seed=0)
@@ -119,9 +125,8 @@ def test_overflow_is_refused_before_anything_is_written(name: str) -> None:
     assert cache.seq_lens.tolist() == [4] * B
 
 
+@HOST_CHECKED  # a fixed-shape cache has no host copy of its lengths: its overflow check runs on the device
 def test_eager_overflow_error_names_the_row_and_max_len(name: str) -> None:
-    if name not in HOST_LENGTHS:
-        pytest.skip("a fixed-shape cache has no host copy of its lengths; its overflow check runs on the device")
     cache = FACTORIES[name](5)
     _forward(cache, 3, seed=0)
     cache.evict(torch.tensor([2, 0]))
@@ -129,6 +134,7 @@ def test_eager_overflow_error_names_the_row_and_max_len(name: str) -> None:
         cache.step(3)
 
 
+@EVERY_CACHE
 def test_wrong_shapes_and_dtypes_are_refused(name: str) -> None:
     cache = FACTORIES[name](5)
     k, v = _kv(2, seed=0)
@@ -142,6 +148,7 @@ def test_wrong_shapes_and_dtypes_are_refused(name: str) -> None:
         cache.update(0, k.bfloat16(), v.bfloat16())
 
 
+@EVERY_CACHE
 def test_evict_rolls_back_and_new_tokens_overwrite(name: str) -> None:
     cache = FACTORIES[name](10)
     kept, _ = _forward(cache, 5, seed=0)
@@ -153,6 +160,7 @@ def test_evict_rolls_back_and_new_tokens_overwrite(name: str) -> None:
         assert torch.equal(seen[0][0][b], torch.cat([kept[0][0][b], new[0][0][b]], dim=1))
 
 
+@EVERY_CACHE
 def test_per_row_evict_and_ragged_rows(name: str) -> None:
     """Row 0 rolls back 3 tokens, row 1 none: the next forward writes each row at its own length."""
     cache = FACTORIES[name](12)
@@ -169,9 +177,8 @@ def test_per_row_evict_and_ragged_rows(name: str) -> None:
     assert cache.seq_lens.tolist() == [4, 7]
 
 
+@HOST_CHECKED  # a fixed-shape cache does not read lengths on the host, so it cannot refuse there
 def test_evict_bounds(name: str) -> None:
-    if name not in HOST_LENGTHS:
-        pytest.skip("a fixed-shape cache does not read lengths on the host, so it cannot refuse on the host")
     cache = FACTORIES[name](10)
     _forward(cache, 3, seed=0)
     with pytest.raises(ValueError, match="cannot evict 4 tokens from row 0, which holds 3"):
@@ -186,6 +193,7 @@ def test_evict_bounds(name: str) -> None:
     assert cache.seq_lens.tolist() == [0, 2]
 
 
+@EVERY_CACHE
 def test_reset_one_row_releases_it_while_the_other_goes_on(name: str) -> None:
     cache = FACTORIES[name](8)
     first, _ = _forward(cache, 3, seed=0)
@@ -198,6 +206,7 @@ def test_reset_one_row_releases_it_while_the_other_goes_on(name: str) -> None:
         cache.reset([2])
 
 
+@EVERY_CACHE
 def test_reset_keeps_memory_and_starts_over(name: str) -> None:
     cache = FACTORIES[name](6)
     _forward(cache, 6, seed=0)
@@ -208,6 +217,7 @@ def test_reset_keeps_memory_and_starts_over(name: str) -> None:
     assert torch.equal(seen[L - 1][0][1], written[L - 1][0][1])
 
 
+@EVERY_CACHE
 def test_reorder_copies_rows_and_lengths(name: str) -> None:
     cache = FACTORIES[name](8)
     written, _ = _forward(cache, 3, seed=0)
@@ -223,6 +233,7 @@ def test_reorder_copies_rows_and_lengths(name: str) -> None:
         cache.reorder(torch.tensor([0, 1, 0]))
 
 
+@EVERY_CACHE
 def test_fixed_shapes_return_the_same_shapes_every_step(name: str) -> None:
     cache = FACTORIES[name](9)
     shapes = set()
@@ -241,6 +252,7 @@ def test_fixed_shapes_return_the_same_shapes_every_step(name: str) -> None:
         assert shapes == {((B, HKV, n, D), True) for n in range(1, 5)}
 
 
+@EVERY_CACHE
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_bytes(name: str, dtype: torch.dtype) -> None:
     max_len = 7
@@ -252,6 +264,7 @@ def test_bytes(name: str, dtype: torch.dtype) -> None:
         assert cache.bytes() == 2 * L * B * HKV * max_len * D * itemsize + B * 8
 
 
+@EVERY_CACHE
 def test_invalid_sizes_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="max_len"):
         FACTORIES[name](0)
