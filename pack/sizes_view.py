@@ -31,8 +31,9 @@ def human_count(n: int) -> str:
 
 def sizes_comment(sizes: ModelSizes) -> str:
     """The sizes as YAML comment lines (each starting with ``#``), ending with a newline."""
-    rows = [("parameters", f"{sizes.parameters:,} ({human_count(sizes.parameters)})")]
-    rows += [(f"  {name}", f"{count:,}") for name, count in sizes.parts]
+    total = f"{sizes.parameters:,}"
+    rows = [("parameters", f"{total} ({human_count(sizes.parameters)})")]
+    rows += [(f"  {name}", f"{count:>{len(total)},}") for name, count in sizes.parts]  # aligned under the total
     dtype = sizes.dtype
     master = " + a float32 master copy" if sizes.fp32_master_copy else ""
     rows += [

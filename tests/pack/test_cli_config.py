@@ -210,6 +210,7 @@ def test_show_yaml_ends_with_the_sizes_as_comments(capsys: pytest.CaptureFixture
     for fragment in (
         "parameters     999,885,952 (999.89M)",
         "embeddings   301,989,888",
+        "attention     76,690,432",  # parts are right-aligned under the total
         "weights        1.86 GiB (bfloat16)",  # 999,885,952 * 2 bytes
         "gradients      1.86 GiB (bfloat16)",
         "AdamW states   11.17 GiB (two float32 moments + a float32 master copy)",  # 12 bytes a parameter
