@@ -1,5 +1,5 @@
 """lmplanes contracts: versioned configs, presets, TensorSpec, KVCache, Batch, attention call and kernel
-capabilities, ModelCard, and the model protocols the application planes rely on.
+capabilities, ModelCard, model sizes from a config, and the model protocols the application planes rely on.
 
 Imports no torch at runtime, so configs load, validate and migrate on any machine.
 
@@ -26,6 +26,7 @@ from specs.generation_config import GenerationConfig
 from specs.manifest import read_manifest, verify_manifest, write_manifest
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, ParallelizableModel, Seq2SeqLM
+from specs.sizing import ModelSizes, model_sizes, parameter_count, parameter_parts
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
 from specs.train_config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 
@@ -55,6 +56,7 @@ __all__ = [
     "ModelCard",
     "MemoryKV",
     "ModelConfig",
+    "ModelSizes",
     "ModelStore",
     "OptimizerConfig",
     "PagedCache",
@@ -75,6 +77,9 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_preset",
+    "model_sizes",
+    "parameter_count",
+    "parameter_parts",
     "preset_kinds",
     "preset_names",
     "read_manifest",

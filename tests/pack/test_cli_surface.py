@@ -20,7 +20,7 @@ SURFACE = {
     "config": {"--help", "-h"},
     "config new": {"--help", "-h", "--preset", "-o", "--output", "--format", "--set", "--force"},
     "config validate": {"--help", "-h"},
-    "config show": {"--help", "-h", "--set", "--format"},
+    "config show": {"--help", "-h", "--set", "--format", "--sizes"},
     "checkpoint": {"--help", "-h"},
     "checkpoint verify": {"--help", "-h"},
     "checkpoint show": {"--help", "-h", "--json"},
