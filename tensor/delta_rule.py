@@ -13,8 +13,8 @@ loop over chunks is sequential (what training and prefill run).
 
 Layout is ``(B, H, T, D)`` as in attention. Queries and keys may have fewer heads (``Hk``) than values (``Hv``):
 key head ``h`` serves value heads ``h * Hv // Hk`` up to the next one (Qwen3-Next's grouping). Both forms compute
-in float32 with autocast off, whatever the input dtype: the decays ``exp(sum g)`` and the triangular solve lose
-too much in bfloat16. Outputs come back in ``v``'s dtype, states in float32.
+in float32 (float64 for float64 inputs) with autocast off: the decays ``exp(sum g)`` and the triangular solve
+lose too much in bfloat16. Outputs come back in ``v``'s dtype, states in the compute dtype.
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def _prepare(
         raise ValueError(f"value heads ({value_heads}) must be a multiple of query/key heads ({key_heads})")
     if value_heads != key_heads:
         q, k = (x.repeat_interleave(value_heads // key_heads, dim=1) for x in (q, k))
-    q, k, v, g, beta = (x.float() for x in (q, k, v, g, beta))
+    compute = torch.promote_types(v.dtype, torch.float32)  # float32, or float64 for float64 inputs
+    q, k, v, g, beta = (x.to(compute) for x in (q, k, v, g, beta))
     if qk_l2norm:
         q, k = l2_normalize(q), l2_normalize(k)
     q = q * (q.shape[-1] ** -0.5 if scale is None else scale)
@@ -148,5 +149,5 @@ def _prepare(
         state = q.new_zeros(v.shape[0], value_heads, q.shape[-1], v.shape[-1])
     else:
         _STATE.check(initial_state, {"B": v.shape[0], "Hv": value_heads, "Dk": q.shape[-1], "Dv": v.shape[-1]})
-        state = initial_state.float()
+        state = initial_state.to(compute)
     return q, k, v, g, beta, state
