@@ -1,6 +1,6 @@
 """Hybrid decoders (Gated DeltaNet layers with a softmax-attention layer every ``hybrid_ratio + 1``): the layout,
 decoding through the mixed cache equals the full forward (one row and several, a padded batch, fixed shapes,
-``serve.generate``), and DropPath, activation checkpointing, bf16 autocast and weight tying.
+``serve.generate``), one compiled graph for training and for a decode step, and DropPath, activation checkpointing, bf16 autocast and weight tying.
 
 Tolerance: float32, ``ATOL = 1e-5`` for decoding vs the full forward: the same layers run on other splits of the
 sequence (chunks vs single tokens), logits are O(1) and agree to ~1e-6.
@@ -70,8 +70,7 @@ def test_layout_and_parameter_count() -> None:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("fixed_shapes", [False, True])
+@pytest.mark.parametrize(("batch", "fixed_shapes"), [(1, False), (3, False), (3, True)])
 def test_decoding_through_the_mixed_cache_equals_the_full_forward(batch: int, fixed_shapes: bool) -> None:
     m = _build()
     ids = _ids(batch, 21)
@@ -81,6 +80,38 @@ def test_decoding_through_the_mixed_cache_equals_the_full_forward(batch: int, fi
     steps = [m(ids[:, lo:hi], cache=cache) for lo, hi in pieces]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
     assert cache.seq_lens.tolist() == [21] * batch
+
+
+def test_build_initialises_the_layers_own_parameters() -> None:
+    """``build`` materialises from the meta device, so ``init_weights`` must set what no generic rule covers."""
+    layer = model.build(HYBRID).layers[0].attn
+    assert isinstance(layer, GatedDeltaNet)
+    assert torch.equal(layer.dt_bias, torch.ones(4)) and torch.equal(layer.norm.weight, torch.ones(8))
+    assert bool(((layer.a_log.exp() >= 0.01 - 1e-6) & (layer.a_log.exp() <= 16 + 1e-4)).all())
+    assert 0 < layer.conv_weight.abs().max() <= HYBRID.deltanet.conv_kernel**-0.5
+
+
+@pytest.mark.slow  # ~6 s: a dynamo trace of the whole model
+def test_training_forward_compiles_as_one_graph(compile_counter) -> None:
+    m = _build().train()
+    compiled = torch.compile(m, backend=compile_counter, fullgraph=True)
+    compiled(_ids(2, 16)).logsumexp(-1).mean().backward()
+    assert compile_counter.compiles == 1
+    assert all(p.grad is not None for p in m.parameters())
+
+
+@pytest.mark.slow  # ~6 s: a dynamo trace of the whole model
+@torch.no_grad()
+def test_fixed_shape_decode_step_compiles_once(compile_counter) -> None:
+    """One decode step through the mixed cache is one graph (no breaks), reused at every length."""
+    m = _build()
+    ids = _ids(2, 16)
+    cache = m.new_cache(2, 24, fixed_shapes=True)
+    m(ids[:, :8], cache=cache)
+    step = torch.compile(lambda token: m(token, cache=cache), backend=compile_counter, fullgraph=True)
+    stepped = torch.cat([step(ids[:, i : i + 1]) for i in range(8, 16)], dim=1)
+    assert compile_counter.compiles == 1
+    torch.testing.assert_close(stepped, m(ids)[:, 8:], atol=ATOL, rtol=0)
 
 
 @torch.no_grad()
@@ -115,7 +146,7 @@ def test_generate_pads_and_searches_beams() -> None:
     from serve import generate
 
     m = _build(seed=2)
-    cfg = specs.GenerationConfig(max_new_tokens=6, do_sample=False)
+    cfg = specs.GenerationConfig(max_new_tokens=4, do_sample=False)
     short, long = _ids(1, 3, seed=5), _ids(1, 6, seed=6)
     batch = torch.cat([F.pad(short, (3, 0)), long])
     mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1] * 6])
