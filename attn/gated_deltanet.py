@@ -19,7 +19,8 @@ both, continues from them and writes them back.
 Padding: a token that may not attend to itself in ``ctx.allow_mask`` (padding in a key-padding mask) is
 treated as absent: its input is zeroed and its ``g`` and ``beta`` too, so the recurrent state passes through it
 unchanged, wherever it sits. The convolution still shifts over it, so padding is exact only before a row's
-first real token (left padding, what ``serve`` builds); padding after real tokens is not supported.
+first real token (left padding, what ``serve`` builds); padding after real tokens is not supported. Nor are
+document masks (packed sequences): the state runs on across documents.
 """
 
 from __future__ import annotations

@@ -82,6 +82,25 @@ def test_decoding_through_the_mixed_cache_equals_the_full_forward(batch: int, fi
     assert cache.seq_lens.tolist() == [21] * batch
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"deltanet": {"n_value_heads": 3}}, "deltanet.n_value_heads: must be a multiple of n_heads (2)"),
+        ({"deltanet": {"chunk_size": 0}}, "deltanet.chunk_size: must be >= 1"),
+        ({"n_layers": 3}, "deltanet.hybrid_ratio: (3) leaves no softmax-attention layer in 3 layers"),
+        ({"architecture": "encoder", "head": "none"}, "deltanet: Gated DeltaNet layers are causal"),
+    ],
+)
+def test_config_problems_name_the_field(change: dict, message: str) -> None:
+    data = specs.to_dict(HYBRID)
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    with pytest.raises(specs.ConfigError) as err:
+        specs.from_dict(data)
+    assert message in str(err.value)
+    assert specs.from_dict(specs.to_dict(HYBRID)) == HYBRID
+
+
 def test_build_initialises_the_layers_own_parameters() -> None:
     """``build`` materialises from the meta device, so ``init_weights`` must set what no generic rule covers."""
     layer = model.build(HYBRID).layers[0].attn
