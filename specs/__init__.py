@@ -21,6 +21,7 @@ from specs.config_files import (
     preset_names,
 )
 from specs.config_io import FieldProblem, config_kinds, from_dict, register_migration, to_dict
+from specs.deltanet_config import DeltaNetConfig
 from specs.errors import CheckpointError, ConfigError, InputError, ShapeError
 from specs.generation_config import GenerationConfig
 from specs.manifest import read_manifest, verify_manifest, write_manifest
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataRef",
+    "DeltaNetConfig",
     "EncoderModel",
     "FieldProblem",
     "FileRef",
