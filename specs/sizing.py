@@ -55,14 +55,18 @@ def embedding_parts(cfg: ModelConfig) -> Parts:
 def layer_parts(cfg: ModelConfig, layer: int) -> Parts:
     """Block ``layer`` (0-based): its token mixer, its feed-forward and its norms.
 
-    Where the coming families attach: a Gated DeltaNet layer of a hybrid stack counts its own mixer instead of
-    ``attention`` (pick by ``layer``); an MoE layer counts its router, experts and shared experts instead of
+    A Gated DeltaNet layer of a hybrid stack counts its mixer as ``deltanet`` instead of ``attention``. Where the
+    coming families attach: an MoE layer counts its router, experts and shared experts instead of
     ``mlp``; an encoder-decoder's decoder blocks add a ``cross_attention`` part (:func:`attention_parameters`
     of the cross-attention config) and a norm for it. Each stays a named part, so ``config show`` lists it.
     """
     norms_per_block = 4 if cfg.residual == "sandwich" else 2  # sandwich: a norm on each branch's output too
+    if cfg.deltanet is not None and not cfg.deltanet.is_attention_layer(layer):
+        mixer = {"deltanet": cfg.deltanet.layer_parameters(cfg.d_model)}
+    else:
+        mixer = {"attention": attention_parameters(cfg.attention, cfg.d_model, head_dim=cfg.head_dim)}
     return {
-        "attention": attention_parameters(cfg.attention, cfg.d_model, head_dim=cfg.head_dim),
+        **mixer,
         "mlp": mlp_parameters(cfg.mlp, cfg.d_model, cfg.mlp_hidden),
         "block_norms": norms_per_block * norm_parameters(cfg, cfg.d_model),
     }
@@ -128,8 +132,9 @@ class ModelSizes:
     * ``gradient_bytes``: one gradient per parameter, in the same dtype;
     * ``optimizer_bytes``: AdamW's two moments in float32, plus a float32 master copy of the weights when they
       are 16-bit (the usual mixed-precision recipe; float32 weights are their own master copy);
-    * ``kv_cache_bytes_per_token``: keys and values of every layer for one token of one row, in the dtype
-      (``2 * n_layers * kv_heads * head_dim * bytes``); ``None`` for an encoder, which keeps no cache.
+    * ``kv_cache_bytes_per_token``: keys and values of every attention layer for one token of one row, in the
+      dtype (``2 * n_layers * kv_heads * head_dim * bytes``; a DeltaNet hybrid's DeltaNet layers hold a
+      fixed-size state instead); ``None`` for an encoder, which keeps no cache.
       Sliding-window layers are counted in full: ``attn.StaticKVCache`` and ``attn.PagedKVCache`` store every
       position for every layer. ``windowed_layers`` and ``window`` say how many layers would need only
       ``window`` tokens in a window-aware cache.
@@ -188,9 +193,9 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
     width = DTYPE_BYTES[cfg.dtype]
     master_copy = width < _FP32
     kv = None
-    if cfg.architecture == "decoder":
-        kv = 2 * cfg.n_layers * cfg.attention.kv_heads * cfg.head_dim * width
-    windowed = sum(cfg.attention.layer_window(i) is not None for i in range(cfg.n_layers))
+    if cfg.architecture == "decoder":  # DeltaNet layers keep a fixed-size state, not keys and values per token
+        kv = 2 * len(_attention_layers(cfg)) * cfg.attention.kv_heads * cfg.head_dim * width
+    windowed = sum(cfg.attention.layer_window(i) is not None for i in _attention_layers(cfg))
     return ModelSizes(
         parameters=count,
         parts=tuple(parts.items()),
@@ -205,3 +210,8 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
         windowed_layers=windowed,
         window=cfg.attention.window,
     )
+
+
+def _attention_layers(cfg: ModelConfig) -> list[int]:
+    """The layers that attend with softmax attention (all of them unless the stack is a DeltaNet hybrid)."""
+    return [i for i in range(cfg.n_layers) if cfg.deltanet is None or cfg.deltanet.is_attention_layer(i)]

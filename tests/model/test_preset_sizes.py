@@ -37,6 +37,9 @@ def built_parts(cfg: specs.ModelConfig) -> dict[str, int]:
         part = next((part for pattern, part in PART_OF if re.match(pattern, name)), None)
         if part is None:
             pytest.fail(f"parameter {name} belongs to no part: add a rule to PART_OF and its term to specs/sizing.py")
+        layer = re.match(r"layers\.(\d+)\.attn\.", name)
+        if layer and cfg.deltanet is not None and not cfg.deltanet.is_attention_layer(int(layer.group(1))):
+            part = "deltanet"  # a hybrid's token mixer: Gated DeltaNet, not attention
         parts[part] = parts.get(part, 0) + param.numel()
     return parts
 
@@ -72,6 +75,7 @@ VARIANTS = {
     "learned-positions": ("llama-tiny", ["positions=learned", "rope=null"]),
     "sinusoidal": ("llama-tiny", ["positions=sinusoidal", "rope=null"]),
     "decoder-ignores-encoder-fields": ("llama-tiny", ["type_vocab_size=2", "embedding_norm=true"]),
+    "deltanet-hybrid": ("llama-tiny", ["n_layers=5", "deltanet={n_heads: 2, head_k_dim: 16, n_value_heads: 4, hybrid_ratio: 3}"]),
     "gemma-like": ("llama-tiny", ["residual=sandwich", "attention.qk_norm=true", "attention.window=8",
                                   "attention.global_every=2", "mlp.kind=geglu", "embedding_scale=8.0"]),
 }
@@ -90,6 +94,16 @@ def test_decoder_options_count_as_built(variant: str) -> None:
     preset, overrides = VARIANTS[variant]
     cfg = specs.apply_overrides(specs.load_preset(preset), overrides)
     assert specs.parameter_parts(cfg) == built_parts(cfg)
+
+
+def test_a_hybrids_kv_cache_counts_its_attention_layers_only() -> None:
+    preset, overrides = VARIANTS["deltanet-hybrid"]
+    cfg = specs.apply_overrides(specs.load_preset(preset), overrides)
+    per_token = 2 * cfg.attention.kv_heads * cfg.head_dim * 4  # float32, one attention layer (layer 3) of five
+    assert specs.model_sizes(cfg).kv_cache_bytes_per_token == per_token
+    lm = model.build(cfg)
+    cache = lm.new_cache(1, 8)
+    assert cache.bytes() >= per_token * 8  # it holds at least those keys and values (plus the fixed DeltaNet state)
 
 
 @pytest.mark.parametrize("variant", ENCODER_VARIANTS)
