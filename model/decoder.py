@@ -112,7 +112,7 @@ class DecoderLM(nn.Module):
         ``paged`` makes a :class:`attn.PagedKVCache` with that block size and count (continuous batching).
         A hybrid model (``deltanet``) gets an :class:`attn.HybridCache`, which has no paged form."""
         check_cache_len(max_len, self.config)
-        reference = self.lm_head.weight
+        reference = self.tok_embeddings.weight  # float in every form of the model, int8-quantized included
         cfg, dtype, device = self.config, dtype or reference.dtype, device or reference.device
         if cfg.deltanet is not None:
             if paged is not None:

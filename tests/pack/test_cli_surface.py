@@ -10,7 +10,7 @@ import argparse
 
 from pack.cli import build_parser
 
-MODEL = {"--checkpoint", "--gguf", "--device", "--dtype"}
+MODEL = {"--checkpoint", "--gguf", "--device", "--dtype", "--quantize"}
 SAMPLING = {
     "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--frequency-penalty",
     "--presence-penalty", "--seed", "--stop",
