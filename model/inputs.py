@@ -19,6 +19,8 @@ _IDS = TensorSpec("input_ids", ("B", "T"), dtypes={"int64", "int32"})
 _POSITIONS = TensorSpec("positions", ("B", "T"), dtypes={"int64", "int32"})
 _PADDING = TensorSpec("key_padding_mask", ("B", "T"), dtypes={"bool"})
 _TOKEN_TYPES = TensorSpec("token_type_ids", ("B", "T"), dtypes={"int64", "int32"})
+_MEMORY = TensorSpec("memory", ("B", "S", "C"))
+_MEMORY_PADDING = TensorSpec("memory_padding_mask", ("B", "S"), dtypes={"bool"})
 
 
 def _read_values() -> bool:
@@ -121,6 +123,26 @@ def check_token_type_ids(token_type_ids: torch.Tensor, batch: int, seq: int, cfg
                 f"token_type_ids range over {low}..{high}, outside 0..{cfg.type_vocab_size - 1} (type_vocab_size "
                 f"of {cfg.name or 'the model'})"
             )
+
+
+def check_memory(memory: torch.Tensor, batch: int, cfg: ModelConfig) -> int:
+    """An encoder output ``(B, S, C)`` for a decoder batch of ``batch`` rows; returns ``S``."""
+    if memory.dim() == 3 and memory.shape[0] != batch:
+        raise ShapeError(
+            f"memory holds {memory.shape[0]} rows but decoder_input_ids has {batch}; encode the same batch the "
+            "decoder runs (one source per row)"
+        )
+    return _MEMORY.check(memory, B=batch, C=cfg.d_model)["S"]
+
+
+def check_memory_padding_mask(mask: torch.Tensor, batch: int, source_len: int) -> None:
+    """``(B, S)`` bool, True = padding, over the encoder's ``S`` source tokens."""
+    if mask.dtype != torch.bool:
+        raise InputError(
+            f"memory_padding_mask must be bool with True = padding, got {str(mask.dtype).removeprefix('torch.')}; "
+            "from a Hugging Face attention_mask (1 = token) pass attention_mask == 0"
+        )
+    _MEMORY_PADDING.check(mask, B=batch, S=source_len)
 
 
 def _rope_hint(cfg: ModelConfig) -> str:
