@@ -241,20 +241,20 @@ class ModelConfig:
         if self.position_offset and self.positions != "learned":
             raise FieldProblem("position_offset", f"applies to learned positions; positions is {self.positions!r}")
         if self.architecture != "encoder_decoder":
-            for name, value in (("encoder_layers", self.encoder_layers), ("logits_bias", self.logits_bias or None)):
-                if value is not None:
+            for name, used in (("encoder_layers", self.encoder_layers is not None), ("logits_bias", self.logits_bias)):
+                if used:
                     raise FieldProblem(name, f"is an encoder_decoder setting; architecture is {self.architecture!r}")
             return
         if self.encoder_layers is not None and self.encoder_layers < 1:
             raise FieldProblem("encoder_layers", f"must be >= 1, got {self.encoder_layers}")
-        unsupported = [
+        unsupported: list[tuple[str, object, bool, str]] = [
             ("residual", self.residual, self.residual == "sandwich", "an encoder_decoder is 'pre' or 'post' norm"),
             ("attention.window", self.attention.window, self.attention.window is not None, "an encoder_decoder attends globally"),
             ("type_vocab_size", self.type_vocab_size, self.type_vocab_size > 0, "an encoder_decoder has no token types"),
         ]
-        for name, value, failed, why in unsupported:
+        for name, setting, failed, why in unsupported:
             if failed:
-                raise FieldProblem(name, f"is {value!r}; {why}")
+                raise FieldProblem(name, f"is {setting!r}; {why}")
 
     @property
     def n_encoder_layers(self) -> int:
