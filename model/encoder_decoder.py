@@ -164,7 +164,7 @@ class EncoderDecoderLM(nn.Module):
         to a later call must have the held one's shape and is not projected again (``cache.reset()`` forgets the
         held memory, for a new request).
         """
-        batch, seq = check_input_ids(decoder_input_ids, self.config)
+        batch, seq = check_input_ids(decoder_input_ids, self.config, name="decoder_input_ids")
         if input_ids is not None:
             if memory is not None:
                 raise InputError("pass the source as input_ids (encoded here) or as memory (from encode), not both")

@@ -8,6 +8,8 @@ Shape and host-known bounds are always checked (they cost nothing). Checks that 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from specs.cache import KVCache
@@ -27,19 +29,20 @@ def _read_values() -> bool:
     return checks_enabled() and not torch.compiler.is_compiling()
 
 
-def check_input_ids(input_ids: torch.Tensor, cfg: ModelConfig) -> tuple[int, int]:
-    """``(B, T)`` of valid token ids; returns ``(B, T)``."""
-    dims = _IDS.check(input_ids)
+def check_input_ids(input_ids: torch.Tensor, cfg: ModelConfig, *, name: str = "input_ids") -> tuple[int, int]:
+    """``(B, T)`` of valid token ids; returns ``(B, T)``. ``name``: the argument's name, for the messages
+    (an encoder-decoder checks ``decoder_input_ids`` too)."""
+    dims = (_IDS if name == _IDS.name else dataclasses.replace(_IDS, name=name)).check(input_ids)
     batch, seq = dims["B"], dims["T"]
     if seq == 0 or batch == 0:
-        raise InputError(f"input_ids has shape {[batch, seq]}: no tokens to run; pass at least one token per row")
+        raise InputError(f"{name} has shape {[batch, seq]}: no tokens to run; pass at least one token per row")
     if _read_values():
         low, high = (int(x) for x in torch.aminmax(input_ids))
         if low < 0 or high >= cfg.vocab_size:
             bad = ((input_ids < 0) | (input_ids >= cfg.vocab_size)).nonzero()[0].tolist()
             value = int(input_ids[bad[0], bad[1]])
             raise InputError(
-                f"input_ids: token id {value} at {bad} is outside the vocabulary of {cfg.name or 'the model'} "
+                f"{name}: token id {value} at {bad} is outside the vocabulary of {cfg.name or 'the model'} "
                 f"(ids 0..{cfg.vocab_size - 1}, vocab_size {cfg.vocab_size})"
             )
     return batch, seq

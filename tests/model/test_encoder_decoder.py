@@ -268,8 +268,10 @@ def test_bad_inputs_are_refused_clearly() -> None:
         m(tgt, memory=memory, memory_padding_mask=pad[:, :4])
     with pytest.raises(InputError, match="beyond max_seq_len 32"):
         m.encode(torch.zeros(1, 33, dtype=torch.long))
-    with pytest.raises(InputError, match="outside the vocabulary"):
+    with pytest.raises(InputError, match=r"decoder_input_ids: token id \d+ at \[0, 0\] is outside the vocabulary"):
         m(tgt + VOCAB, memory=memory)
+    with pytest.raises(ShapeError, match="decoder_input_ids: expected 2 dims"):
+        m(tgt[0], memory=memory)
 
 
 def test_cache_misuse_is_refused() -> None:
