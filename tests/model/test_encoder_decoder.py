@@ -315,15 +315,21 @@ def test_config_rules(changes: dict, message: str) -> None:
 
 
 def _expected_parameters(cfg: ModelConfig) -> int:
-    """Parameters of a pre-norm RMSNorm encoder-decoder without biases, from the config fields alone."""
-    c, v, hd = cfg.d_model, cfg.vocab_size, cfg.head_dim
-    attn = 2 * c * cfg.attention.n_heads * hd + 2 * c * cfg.attention.kv_heads * hd
-    mlp = (3 if cfg.mlp.kind in ("swiglu", "geglu") else 2) * c * cfg.mlp_hidden
-    encoder_layer = attn + mlp + 2 * c
-    decoder_layer = 2 * attn + mlp + 3 * c  # self-attention, cross-attention, MLP, and a norm before each
-    final_norms = 2 * c if cfg.final_norm else 0
+    """Parameters of an encoder-decoder from the config fields alone (the formula the preset sizing uses).
+    The logits bias is a buffer, not a parameter."""
+    c, v, hd, f = cfg.d_model, cfg.vocab_size, cfg.head_dim, cfg.mlp_hidden
+    hq, hkv, att = cfg.attention.n_heads, cfg.attention.kv_heads, cfg.attention
+    attn = 2 * c * hq * hd + 2 * c * hkv * hd
+    attn += (hq * hd + 2 * hkv * hd if att.bias else 0) + (c if att.output_bias else 0) + (2 * hd if att.qk_norm else 0)
+    gated = cfg.mlp.kind in ("swiglu", "geglu")
+    mlp = (3 if gated else 2) * c * f + ((2 * f if gated else f) + c if cfg.mlp.bias else 0)
+    norm = 2 * c if cfg.norm == "layernorm" and cfg.norm_bias else c
+    encoder_layer = attn + mlp + 2 * norm
+    decoder_layer = 2 * attn + mlp + 3 * norm  # self-attention, cross-attention, MLP, and a norm with each
+    per_side = (cfg.max_seq_len + cfg.position_offset) * c if cfg.positions == "learned" else 0
+    per_side += (norm if cfg.embedding_norm else 0) + (norm if cfg.final_norm else 0)
     head = 0 if cfg.tie_embeddings else v * c
-    return v * c + cfg.n_encoder_layers * encoder_layer + cfg.n_layers * decoder_layer + final_norms + head
+    return v * c + 2 * per_side + cfg.n_encoder_layers * encoder_layer + cfg.n_layers * decoder_layer + head
 
 
 def test_llama3_2b_preset_builds_on_meta() -> None:
@@ -333,5 +339,7 @@ def test_llama3_2b_preset_builds_on_meta() -> None:
     m = model.build(cfg, device="meta")
     assert all(p.is_meta for p in m.parameters()) and next(m.parameters()).dtype == torch.bfloat16
     assert model.count_parameters(cfg) == _expected_parameters(cfg) == 1_980_372_992
-    tiny = _config("llama")
-    assert model.count_parameters(tiny) == _expected_parameters(tiny)
+    llama = _config("llama")
+    qk_norm = dataclasses.replace(llama, attention=dataclasses.replace(llama.attention, qk_norm=True))
+    for tiny in (llama, qk_norm, _config("bart"), _config("llama", tie_embeddings=False)):
+        assert model.count_parameters(tiny) == _expected_parameters(tiny)
