@@ -134,7 +134,8 @@ class EncoderDecoderLM(nn.Module):
             check_key_padding_mask(key_padding_mask, batch, seq)
             allow = padding_mask(key_padding_mask)  # (B, 1, 1, S), True = may attend
         x, rope = self.encoder.embed(self.embed_scale(self.tok_embeddings(input_ids)), positions)
-        ctx = AttentionContext(rope=rope, allow_mask=allow)
+        # The step is given, not left to its default: torch.compile cannot rebuild a default dataclass instance.
+        ctx = AttentionContext(rope=rope, allow_mask=allow, step=CacheStep(q_offset=0))
         for layer in self.encoder.layers:
             x = layer(x, ctx)
         return self.encoder.norm(x)

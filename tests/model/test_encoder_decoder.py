@@ -142,6 +142,23 @@ def test_cache_holds_memory_and_reset_forgets_it() -> None:
         cache.memory(3)
 
 
+def test_compiles_to_one_graph() -> None:
+    """The training forward (source ids in, logits out) and a fixed-shape cached decode step each compile to one
+    graph (fullgraph=True: no breaks), with the eager results. The 'eager' backend keeps the test fast: graph
+    breaks are dynamo's, whatever the backend."""
+    m = _build(_config("llama"))
+    src, pad, tgt = _batch()
+    train = torch.compile(lambda t, s, p: m(t, input_ids=s, memory_padding_mask=p), backend="eager", fullgraph=True)
+    assert torch.equal(train(tgt, src, pad), m(tgt, input_ids=src, memory_padding_mask=pad))
+    with torch.no_grad():
+        full = m(tgt, input_ids=src, memory_padding_mask=pad)
+        cache = m.new_cache(3, 8, fixed_shapes=True)
+        steps = [m(tgt[:, :1], input_ids=src, memory_padding_mask=pad, cache=cache)]
+        step = torch.compile(lambda t: m(t, memory_padding_mask=pad, cache=cache), backend="eager", fullgraph=True)
+        steps += [step(tgt[:, t : t + 1]) for t in range(1, tgt.shape[1])]
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() <= TOL
+
+
 # -------------------------------------------------------------------------------------------- cross-cutting
 
 
