@@ -3,7 +3,7 @@
 ``BartForConditionalGeneration`` is a post-norm encoder-decoder with LayerNorm (with biases, eps 1e-5),
 learned absolute positions read two rows into their tables (``position_offset: 2``), a LayerNorm on the
 embeddings of each side (``layernorm_embedding``, our ``embedding_norm``), optionally embeddings scaled by
-``sqrt(d_model)`` (``scale_embedding``), a GELU MLP, biases on every linear map, multi-head attention, no
+``sqrt(d_model)`` (``scale_embedding``), a GELU MLP (its ``activation_dropout`` is our ``mlp.dropout``), biases on every linear map, multi-head attention, no
 final norm, one token embedding (``model.shared``) for the encoder, the decoder and the head, and a fixed
 ``final_logits_bias`` added to the logits (our ``logits_bias``).
 
@@ -97,10 +97,9 @@ class BartFamily:
                                  ("mlp.hidden", ("encoder_ffn_dim", "decoder_ffn_dim"))):
             if values[enc] != values[dec]:
                 problems.append(f"{enc} ({values[enc]}) differs from {dec} ({values[dec]}); lmplanes has one {ours}")
-        for key, why in (("encoder_layerdrop", "LayerDrop"), ("decoder_layerdrop", "LayerDrop"),
-                         ("activation_dropout", "a dropout inside the MLP")):
+        for key in ("encoder_layerdrop", "decoder_layerdrop"):
             if values[key]:
-                problems.append(f"{key} is {values[key]} ({why}); only 0 is supported")
+                problems.append(f"{key} is {values[key]} (LayerDrop, skipping whole layers in training); only 0 is supported")
         if not values["tie_word_embeddings"]:
             problems.append(
                 "tie_word_embeddings is false (separate encoder, decoder and head embeddings); lmplanes' "
@@ -125,7 +124,7 @@ class BartFamily:
                 "dropout": float(values["attention_dropout"]),
             },
             "mlp": {"kind": "gelu", "hidden": values["decoder_ffn_dim"], "bias": True,
-                    "gelu_approximate": ACTIVATIONS[activation]},
+                    "gelu_approximate": ACTIVATIONS[activation], "dropout": float(values["activation_dropout"])},
             "positions": "learned",
             "position_offset": 2,
             "norm": "layernorm",
@@ -198,7 +197,7 @@ class BartFamily:
             "activation_function": activation,
             "dropout": cfg.dropout,
             "attention_dropout": cfg.attention.dropout,
-            "activation_dropout": 0.0,
+            "activation_dropout": cfg.mlp.dropout,
             "init_std": cfg.init_std,
             "scale_embedding": cfg.embedding_scale is not None,
             "tie_word_embeddings": True,

@@ -141,10 +141,13 @@ class MLPConfig:
     hidden: int | None = None  # None: 4 * d_model
     bias: bool = False
     gelu_approximate: Literal["none", "tanh"] = "none"
+    dropout: float = 0.0  # on the hidden activations, before the down projection (BART's activation_dropout)
 
     def __post_init__(self) -> None:
         if self.hidden is not None and self.hidden < 1:
             raise FieldProblem("hidden", f"must be >= 1, got {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FieldProblem("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 @config_kind("model", version=3)

@@ -172,13 +172,27 @@ def test_built_model_exports_and_matches(tmp_path: Path) -> None:
     assert (_hf_logits(reloaded.eval(), inputs) - _ours_full(ours, inputs)).abs().max().item() <= TOL
 
 
+def test_activation_dropout_is_the_mlp_dropout(tmp_path: Path) -> None:
+    """BART's activation_dropout (inside the MLP, training only) is mlp.dropout, both ways."""
+    _hf_model(activation_dropout=0.25).save_pretrained(tmp_path / "in")
+    ours = from_hf(tmp_path / "in")
+    assert ours.config.mlp.dropout == 0.25
+    mlp, x = ours.decoder.layers[0].mlp, torch.randn(2, 3, 32)
+    with torch.no_grad():
+        evaluated = mlp(x)
+        mlp.train()
+        assert not torch.allclose(mlp(x), evaluated)
+    to_hf(ours, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["activation_dropout"] == 0.25
+
+
 @pytest.mark.parametrize(
     ("override", "reason"),
     [
         ({"tie_word_embeddings": False}, "tie_word_embeddings is false"),
         ({"decoder_ffn_dim": 48}, "encoder_ffn_dim (64) differs from decoder_ffn_dim (48)"),
         ({"activation_function": "relu"}, "activation_function 'relu' is not supported"),
-        ({"activation_dropout": 0.1}, "activation_dropout is 0.1"),
+        ({"decoder_layerdrop": 0.1}, "decoder_layerdrop is 0.1 (LayerDrop"),
     ],
 )
 def test_unsupported_configs_are_refused(tmp_path: Path, override: dict, reason: str) -> None:
