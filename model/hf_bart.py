@@ -7,6 +7,11 @@ embeddings of each side (``layernorm_embedding``, our ``embedding_norm``), optio
 final norm, one token embedding (``model.shared``) for the encoder, the decoder and the head, and a fixed
 ``final_logits_bias`` added to the logits (our ``logits_bias``).
 
+``BartModel`` checkpoints (the Hub's ``facebook/bart-base``: no head, no ``final_logits_bias``, names without
+the ``model.`` prefix) import as the same model with ``logits_bias: false``, the head tied to the shared
+embedding, exactly what ``BartForConditionalGeneration.from_pretrained`` makes of them (it zero-fills the missing
+bias). Such a model exports as ``BartForConditionalGeneration`` without ``final_logits_bias``.
+
 Only the tied layout is imported: with ``tie_word_embeddings: false`` transformers 5 gives the encoder, the
 decoder and the head embedding matrices of their own, which our model (one token embedding for both sides)
 cannot hold. Checkpoints that store the tied copies (``model.encoder.embed_tokens.weight``,
@@ -48,6 +53,7 @@ _LAYER = {
     for side, table in (("encoder", _LINEARS), ("decoder", {**_LINEARS, **_CROSS}))
 }
 _OUR_LAYER_NAME = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)")
+_ARCHITECTURES = ("BartForConditionalGeneration", "BartModel")
 _TIED_COPIES = {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"}
 
 # BartConfig's defaults, for keys a config.json may leave out.
@@ -79,7 +85,7 @@ class BartFamily:
 
     model_type = "bart"
     architecture = "BartForConditionalGeneration"
-    base_prefix = ""  # hf_name gives the full names; a bare BartModel has no head to import
+    base_prefix = "model."  # a BartModel checkpoint stores the body without it
 
     # ------------------------------------------------------------------------------------------------- import
 
@@ -88,8 +94,8 @@ class BartFamily:
         values = with_defaults(hf, _DEFAULTS)
         problems = []
         architecture = (values.get("architectures") or [self.architecture])[0]
-        if architecture != self.architecture:
-            problems.append(f"architectures[0] {architecture!r} is not supported; only {self.architecture}")
+        if architecture not in _ARCHITECTURES:
+            problems.append(f"architectures[0] {architecture!r} is not supported; supported: {', '.join(_ARCHITECTURES)}")
         activation = values["activation_function"]
         if activation not in ACTIVATIONS:
             problems.append(f"activation_function {activation!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
@@ -135,7 +141,7 @@ class BartFamily:
             "tie_embeddings": True,
             "embedding_norm": True,
             "embedding_scale": math.sqrt(values["d_model"]) if values["scale_embedding"] else None,
-            "logits_bias": True,
+            "logits_bias": architecture == self.architecture,  # BartModel has none: zero, so left out
             "dropout": float(values["dropout"]),
             "init_std": float(values["init_std"]),
             "dtype": dtype,
@@ -163,7 +169,6 @@ class BartFamily:
             (cfg.embedding_norm, "embedding_norm is false; BART norms the embeddings of each side"),
             (scale_ok, f"embedding_scale is {cfg.embedding_scale}; BART scales by sqrt(d_model) or not at all"),
             (cfg.tie_embeddings, "tie_embeddings is false; BART (as imported here) ties the head to the embeddings"),
-            (cfg.logits_bias, "logits_bias is false; BART adds final_logits_bias"),
             (cfg.final_softcap is None, f"final_softcap is {cfg.final_softcap}; BART has no logit soft-capping"),
             (cfg.mlp.kind == "gelu" and cfg.mlp.bias, "BART's MLP is GELU with biases (mlp.kind: gelu, bias: true)"),
             (att.bias and att.output_bias, "BART's attention projections all have biases"),

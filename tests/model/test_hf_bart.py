@@ -172,6 +172,23 @@ def test_built_model_exports_and_matches(tmp_path: Path) -> None:
     assert (_hf_logits(reloaded.eval(), inputs) - _ours_full(ours, inputs)).abs().max().item() <= TOL
 
 
+def test_bart_model_checkpoint_imports_as_the_generation_model(tmp_path: Path) -> None:
+    """A BartModel checkpoint (facebook/bart-base's layout: no head, no final_logits_bias, no ``model.`` prefix)
+    gives the logits BartForConditionalGeneration.from_pretrained gives on it, and exports without the bias."""
+    torch.manual_seed(0)
+    body = transformers.BartModel(transformers.BartConfig(**TINY, attn_implementation="eager"))
+    _perturb_(body, seed=2)
+    body.save_pretrained(tmp_path / "in")
+    ours = from_hf(tmp_path / "in")
+    assert not ours.config.logits_bias
+    reference = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "in", attn_implementation="eager")
+    inputs = _inputs()
+    assert (_ours_full(ours, inputs) - _hf_logits(reference.eval(), inputs)).abs().max().item() <= TOL
+    to_hf(ours, tmp_path / "out")
+    reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out", attn_implementation="eager")
+    assert (_ours_full(ours, inputs) - _hf_logits(reloaded.eval(), inputs)).abs().max().item() <= TOL
+
+
 def test_activation_dropout_is_the_mlp_dropout(tmp_path: Path) -> None:
     """BART's activation_dropout (inside the MLP, training only) is mlp.dropout, both ways."""
     _hf_model(activation_dropout=0.25).save_pretrained(tmp_path / "in")
