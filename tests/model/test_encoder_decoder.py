@@ -149,7 +149,8 @@ def test_compiles_to_one_graph() -> None:
     m = _build(_config("llama"))
     src, pad, tgt = _batch()
     train = torch.compile(lambda t, s, p: m(t, input_ids=s, memory_padding_mask=p), backend="eager", fullgraph=True)
-    assert torch.equal(train(tgt, src, pad), m(tgt, input_ids=src, memory_padding_mask=pad))
+    # Within TOL, not equal: under a trace "auto" takes the preferred kernel, eager the measured fastest one.
+    assert (train(tgt, src, pad) - m(tgt, input_ids=src, memory_padding_mask=pad)).abs().max().item() <= TOL
     with torch.no_grad():
         full = m(tgt, input_ids=src, memory_padding_mask=pad)
         cache = m.new_cache(3, 8, fixed_shapes=True)
