@@ -1,12 +1,15 @@
 """Attention layers: self-attention (MHA/GQA/MQA, RoPE, QK-norm, soft-capping, sliding window),
-cross-attention, and KV-cache implementations of :class:`specs.KVCache` (contiguous, paged, and the
-encoder-decoder cache that also holds the cross-attention memory, :class:`specs.MemoryKV`).
+cross-attention, Gated DeltaNet linear attention, and the caches: :class:`specs.KVCache` implementations
+(contiguous, paged), the hybrid cache of models that mix both kinds of layer, and the encoder-decoder cache
+that also holds the cross-attention memory (:class:`specs.MemoryKV`).
 
 Kernels are resolved by name through :mod:`kernel.registry`; no layer branches on a back-end.
 """
 
 from attn.context import AttentionContext
 from attn.cross_attention import CrossAttention
+from attn.gated_deltanet import GatedDeltaNet
+from attn.hybrid_cache import HybridCache
 from attn.kv_cache import StaticKVCache
 from attn.paged_kv_cache import PagedKVCache
 from attn.self_attention import SelfAttention
@@ -15,6 +18,8 @@ from attn.seq2seq_cache import Seq2SeqKVCache
 __all__ = [
     "AttentionContext",
     "CrossAttention",
+    "GatedDeltaNet",
+    "HybridCache",
     "PagedKVCache",
     "SelfAttention",
     "Seq2SeqKVCache",

@@ -17,6 +17,7 @@ from model.encoder_decoder import EncoderDecoderLM
 from model.gguf import from_gguf
 from model.hf import from_hf, to_hf
 from model.pooling import cls_pool, l2_normalize, mean_pool
+from model.quantize import Int8Linear, quantize_int8
 from model.store import STORE
 from model.temporaries import clean_stale_temporaries
 from specs.errors import CheckpointError
@@ -27,6 +28,7 @@ __all__ = [
     "DecoderLM",
     "EncoderDecoderLM",
     "EncoderLM",
+    "Int8Linear",
     "build",
     "clean_stale_temporaries",
     "clear_linear_choices",
@@ -40,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "make_card",
     "mean_pool",
+    "quantize_int8",
     "save_checkpoint",
     "to_hf",
     "verify_checkpoint",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from specs.config_io import FieldProblem, config_kind, register_migration
+from specs.deltanet_config import DeltaNetConfig
 from specs.kernel_names import kernel_name_problem
 
 RopeScaling = Literal["none", "linear", "ntk", "dynamic", "llama3", "yarn"]
@@ -191,6 +192,7 @@ class ModelConfig:
     drop_path: float = 0.0  # stochastic depth, linearly increasing to this rate at the last layer
     init_std: float = 0.02
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    deltanet: DeltaNetConfig | None = None  # set: a hybrid of Gated DeltaNet and softmax-attention layers
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "max_seq_len"):
@@ -236,6 +238,15 @@ class ModelConfig:
             raise FieldProblem("norm_weight_offset", "applies to RMSNorm only")
         if self.rope is not None and self.rope.local_theta is not None and self.attention.window is None:
             raise FieldProblem("rope.local_theta", "is set but no layer has a sliding window")
+        if self.deltanet is not None:
+            if self.architecture != "decoder":
+                raise FieldProblem("deltanet", f"Gated DeltaNet layers are causal; architecture is {self.architecture!r}")
+            if self.n_layers <= self.deltanet.hybrid_ratio:
+                raise FieldProblem(
+                    "deltanet.hybrid_ratio",
+                    f"({self.deltanet.hybrid_ratio}) leaves no softmax-attention layer in {self.n_layers} layers; "
+                    f"use n_layers > hybrid_ratio",
+                )
 
     def _check_encoder_decoder(self) -> None:
         """The options only the encoder-decoder assembler reads, and what it does not support (yet)."""
