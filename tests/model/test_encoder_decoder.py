@@ -23,6 +23,7 @@ from model.hf_bart import BartFamily
 from specs.config_io import ConfigError, from_dict
 from specs.errors import InputError, ShapeError
 from specs.model_config import ModelConfig
+from tests.model.test_preset_sizes import built_parts
 
 TOL = 1e-5  # float32; cached and full forwards run the same arithmetic on differently shaped matmuls
 VOCAB = 61
@@ -348,6 +349,16 @@ def _expected_parameters(cfg: ModelConfig) -> int:
     per_side += (norm if cfg.embedding_norm else 0) + (norm if cfg.final_norm else 0)
     head = 0 if cfg.tie_embeddings else v * c
     return v * c + 2 * per_side + cfg.n_encoder_layers * encoder_layer + cfg.n_layers * decoder_layer + head
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("changes", [{}, {"tie_embeddings": False, "encoder_layers": 4}, {"final_norm": False}])
+def test_sizing_counts_as_built(style: str, changes: dict) -> None:
+    """specs.sizing's parts (what config show prints) equal the built model's, part by part."""
+    cfg = _config(style, **changes)
+    parts = built_parts(cfg)
+    assert specs.parameter_parts(cfg) == parts and parts["cross_attention"] > 0
+    assert specs.parameter_count(cfg) == model.count_parameters(cfg) == _expected_parameters(cfg)
 
 
 def test_llama3_2b_preset_builds_on_meta() -> None:
