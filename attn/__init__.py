@@ -1,6 +1,7 @@
 """Attention layers: self-attention (MHA/GQA/MQA, RoPE, QK-norm, soft-capping, sliding window),
 cross-attention, Gated DeltaNet linear attention, and the caches: :class:`specs.KVCache` implementations
-(contiguous, paged) and the hybrid cache of models that mix both kinds of layer.
+(contiguous, paged), the hybrid cache of models that mix both kinds of layer, and the encoder-decoder cache
+that also holds the cross-attention memory (:class:`specs.MemoryKV`).
 
 Kernels are resolved by name through :mod:`kernel.registry`; no layer branches on a back-end.
 """
@@ -12,6 +13,7 @@ from attn.hybrid_cache import HybridCache
 from attn.kv_cache import StaticKVCache
 from attn.paged_kv_cache import PagedKVCache
 from attn.self_attention import SelfAttention
+from attn.seq2seq_cache import Seq2SeqKVCache
 
 __all__ = [
     "AttentionContext",
@@ -20,5 +22,6 @@ __all__ = [
     "HybridCache",
     "PagedKVCache",
     "SelfAttention",
+    "Seq2SeqKVCache",
     "StaticKVCache",
 ]

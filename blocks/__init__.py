@@ -1,7 +1,9 @@
 """Transformer building blocks: norms, MLPs (GELU, SwiGLU, GeGLU), DropPath, pre-/post-/sandwich-norm residual
-blocks, and the constant scale and soft-cap a model applies at its ends."""
+blocks, pre-/post-norm decoder blocks with cross-attention (encoder-decoders), and the constant scale and
+soft-cap a model applies at its ends."""
 
 from blocks.block import PostNormBlock, PreNormBlock, SandwichNormBlock, build_block
+from blocks.cross_block import PostNormCrossBlock, PreNormCrossBlock, build_cross_block
 from blocks.drop_path import DropPath
 from blocks.mlp import GeGLU, GeluMLP, SwiGLU, build_mlp
 from blocks.norms import OffsetRMSNorm, RMSNorm, build_norm
@@ -13,13 +15,16 @@ __all__ = [
     "GeluMLP",
     "OffsetRMSNorm",
     "PostNormBlock",
+    "PostNormCrossBlock",
     "PreNormBlock",
+    "PreNormCrossBlock",
     "RMSNorm",
     "SandwichNormBlock",
     "Scale",
     "Softcap",
     "SwiGLU",
     "build_block",
+    "build_cross_block",
     "build_mlp",
     "build_norm",
 ]

@@ -1,4 +1,5 @@
-"""Model assemblers (decoder-only LM, encoder-only BERT style), pooling, checkpoint I/O and Hugging Face interop.
+"""Model assemblers (decoder-only LM, encoder-only BERT style, encoder-decoder T5/BART style), pooling, checkpoint
+I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
 :func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`from_gguf`, :func:`enable_measured_cpu_linears`,
@@ -12,6 +13,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from model.cpu_inference import clear_linear_choices, enable_measured_cpu_linears, linear_choices
 from model.decoder import DecoderLM
 from model.encoder import EncoderLM
+from model.encoder_decoder import EncoderDecoderLM
 from model.gguf import from_gguf
 from model.hf import from_hf, to_hf
 from model.pooling import cls_pool, l2_normalize, mean_pool
@@ -24,6 +26,7 @@ __all__ = [
     "STORE",
     "CheckpointError",
     "DecoderLM",
+    "EncoderDecoderLM",
     "EncoderLM",
     "Int8Linear",
     "build",

@@ -6,18 +6,24 @@ import torch
 
 from model.decoder import DecoderLM
 from model.encoder import EncoderLM
+from model.encoder_decoder import EncoderDecoderLM
 from specs.model_config import ModelConfig
 
 # Every model a ModelConfig can describe; ``build`` returns one of these, chosen by ``cfg.architecture``.
-LanguageModel = DecoderLM | EncoderLM
-ARCHITECTURES: dict[str, type[DecoderLM] | type[EncoderLM]] = {"decoder": DecoderLM, "encoder": EncoderLM}
+LanguageModel = DecoderLM | EncoderLM | EncoderDecoderLM
+ARCHITECTURES: dict[str, type[DecoderLM] | type[EncoderLM] | type[EncoderDecoderLM]] = {
+    "decoder": DecoderLM,
+    "encoder": EncoderLM,
+    "encoder_decoder": EncoderDecoderLM,
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build(
     cfg: ModelConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, init: bool = True
 ) -> LanguageModel:
-    """Build the model ``cfg`` describes: a :class:`DecoderLM` or an :class:`EncoderLM`, by ``cfg.architecture``.
+    """Build the model ``cfg`` describes: a :class:`DecoderLM`, an :class:`EncoderLM` or an
+    :class:`EncoderDecoderLM`, by ``cfg.architecture``.
     ``device="meta"`` allocates nothing; ``init=False`` leaves the weights uninitialised (for loading into).
     ``dtype`` defaults to ``cfg.dtype``."""
     if cfg.architecture not in ARCHITECTURES:

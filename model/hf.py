@@ -1,6 +1,6 @@
 """Hugging Face interop: :func:`from_hf` imports a ``transformers`` checkpoint directory, :func:`to_hf` writes
 one that ``transformers`` loads (``AutoModelForCausalLM`` for decoders, ``AutoModel``/``AutoModelForMaskedLM``
-for encoders).
+for encoders, ``AutoModelForSeq2SeqLM`` for encoder-decoders).
 
 ``transformers`` is never imported: ``config.json`` is read as JSON and weights as safetensors (pickled
 ``pytorch_model.bin`` files are refused). Each supported family, keyed by ``config.json``'s ``model_type``
@@ -25,6 +25,7 @@ from torch import nn
 
 from model.atomic import atomic_directory
 from model.build import DTYPES, LanguageModel, build
+from model.hf_bart import BartFamily
 from model.hf_bert import BertFamily
 from model.hf_gemma import Gemma2Family, Gemma3TextFamily
 from model.hf_gpt2 import GPT2Family
@@ -74,6 +75,7 @@ HF_FAMILIES: dict[str, HFFamily] = {
     "gemma3_text": Gemma3TextFamily(),
     "gpt2": GPT2Family(),
     "bert": BertFamily(),
+    "bart": BartFamily(),
 }
 
 _CONFIG = "config.json"

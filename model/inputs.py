@@ -8,6 +8,8 @@ Shape and host-known bounds are always checked (they cost nothing). Checks that 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from specs.cache import KVCache
@@ -19,25 +21,28 @@ _IDS = TensorSpec("input_ids", ("B", "T"), dtypes={"int64", "int32"})
 _POSITIONS = TensorSpec("positions", ("B", "T"), dtypes={"int64", "int32"})
 _PADDING = TensorSpec("key_padding_mask", ("B", "T"), dtypes={"bool"})
 _TOKEN_TYPES = TensorSpec("token_type_ids", ("B", "T"), dtypes={"int64", "int32"})
+_MEMORY = TensorSpec("memory", ("B", "S", "C"))
+_MEMORY_PADDING = TensorSpec("memory_padding_mask", ("B", "S"), dtypes={"bool"})
 
 
 def _read_values() -> bool:
     return checks_enabled() and not torch.compiler.is_compiling()
 
 
-def check_input_ids(input_ids: torch.Tensor, cfg: ModelConfig) -> tuple[int, int]:
-    """``(B, T)`` of valid token ids; returns ``(B, T)``."""
-    dims = _IDS.check(input_ids)
+def check_input_ids(input_ids: torch.Tensor, cfg: ModelConfig, *, name: str = "input_ids") -> tuple[int, int]:
+    """``(B, T)`` of valid token ids; returns ``(B, T)``. ``name``: the argument's name, for the messages
+    (an encoder-decoder checks ``decoder_input_ids`` too)."""
+    dims = (_IDS if name == _IDS.name else dataclasses.replace(_IDS, name=name)).check(input_ids)
     batch, seq = dims["B"], dims["T"]
     if seq == 0 or batch == 0:
-        raise InputError(f"input_ids has shape {[batch, seq]}: no tokens to run; pass at least one token per row")
+        raise InputError(f"{name} has shape {[batch, seq]}: no tokens to run; pass at least one token per row")
     if _read_values():
         low, high = (int(x) for x in torch.aminmax(input_ids))
         if low < 0 or high >= cfg.vocab_size:
             bad = ((input_ids < 0) | (input_ids >= cfg.vocab_size)).nonzero()[0].tolist()
             value = int(input_ids[bad[0], bad[1]])
             raise InputError(
-                f"input_ids: token id {value} at {bad} is outside the vocabulary of {cfg.name or 'the model'} "
+                f"{name}: token id {value} at {bad} is outside the vocabulary of {cfg.name or 'the model'} "
                 f"(ids 0..{cfg.vocab_size - 1}, vocab_size {cfg.vocab_size})"
             )
     return batch, seq
@@ -121,6 +126,26 @@ def check_token_type_ids(token_type_ids: torch.Tensor, batch: int, seq: int, cfg
                 f"token_type_ids range over {low}..{high}, outside 0..{cfg.type_vocab_size - 1} (type_vocab_size "
                 f"of {cfg.name or 'the model'})"
             )
+
+
+def check_memory(memory: torch.Tensor, batch: int, cfg: ModelConfig) -> int:
+    """An encoder output ``(B, S, C)`` for a decoder batch of ``batch`` rows; returns ``S``."""
+    if memory.dim() == 3 and memory.shape[0] != batch:
+        raise ShapeError(
+            f"memory holds {memory.shape[0]} rows but decoder_input_ids has {batch}; encode the same batch the "
+            "decoder runs (one source per row)"
+        )
+    return _MEMORY.check(memory, B=batch, C=cfg.d_model)["S"]
+
+
+def check_memory_padding_mask(mask: torch.Tensor, batch: int, source_len: int) -> None:
+    """``(B, S)`` bool, True = padding, over the encoder's ``S`` source tokens."""
+    if mask.dtype != torch.bool:
+        raise InputError(
+            f"memory_padding_mask must be bool with True = padding, got {str(mask.dtype).removeprefix('torch.')}; "
+            "from a Hugging Face attention_mask (1 = token) pass attention_mask == 0"
+        )
+    _MEMORY_PADDING.check(mask, B=batch, S=source_len)
 
 
 def _rope_hint(cfg: ModelConfig) -> str:

@@ -20,13 +20,17 @@ Rope = tuple[torch.Tensor, torch.Tensor] | None
 
 
 class LearnedPositions(nn.Module):
-    def __init__(self, max_seq_len: int, d_model: int) -> None:
+    """A table of ``max_seq_len + offset`` rows; position ``p`` reads row ``p + offset`` (BART keeps two rows
+    before position 0, ``offset: 2``)."""
+
+    def __init__(self, max_seq_len: int, d_model: int, offset: int = 0) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(max_seq_len, d_model)
+        self.embedding = nn.Embedding(max_seq_len + offset, d_model)
+        self.offset = offset
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, Rope]:
-        # Positions were checked against max_seq_len (the table's size) at the model boundary (model/inputs.py).
-        return x + self.embedding(positions), None
+        # Positions were checked against max_seq_len at the model boundary (model/inputs.py).
+        return x + self.embedding(positions + self.offset), None
 
 
 class SinusoidalPositions(nn.Module):
@@ -76,7 +80,7 @@ class NoPositions(nn.Module):
 
 def build_positions(cfg: ModelConfig) -> nn.Module:
     if cfg.positions == "learned":
-        return LearnedPositions(cfg.max_seq_len, cfg.d_model)
+        return LearnedPositions(cfg.max_seq_len, cfg.d_model, cfg.position_offset)
     if cfg.positions == "sinusoidal":
         return SinusoidalPositions()
     if cfg.positions == "rope" and cfg.rope is not None:  # validation pairs the two

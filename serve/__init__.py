@@ -1,4 +1,5 @@
-"""lmplanes serving: decoding loops over any :class:`specs.CausalLM` (greedy, sampling, beam search), logits
+"""lmplanes serving: decoding loops over any :class:`specs.CausalLM` (greedy, sampling, beam search) and any
+:class:`specs.Seq2SeqLM` (greedy, sampling: ``generate_seq2seq``), logits
 processing in Hugging Face's order, streaming, speculative decoding with a draft model, continuous batching
 over a paged KV cache (``Engine``; ``AsyncEngine`` serves it as a ``Backend``), and an OpenAI-compatible HTTP
 server over a pluggable generation backend.
@@ -17,6 +18,7 @@ from serve.events import TokenEvent
 from serve.generate import generate, stream
 from serve.processing import process
 from serve.sampling import sampling_config
+from serve.seq2seq import generate_seq2seq
 from serve.serial_backend import SerialBackend
 from serve.served_model import ServedModel
 from serve.server import run_server
@@ -42,6 +44,7 @@ __all__ = [
     "compile_decoding",
     "create_app",
     "generate",
+    "generate_seq2seq",
     "generate_text",
     "hand_threads_to_workers",
     "process",

@@ -142,29 +142,35 @@ class MLPConfig:
     hidden: int | None = None  # None: 4 * d_model
     bias: bool = False
     gelu_approximate: Literal["none", "tanh"] = "none"
+    dropout: float = 0.0  # on the hidden activations, before the down projection (BART's activation_dropout)
 
     def __post_init__(self) -> None:
         if self.hidden is not None and self.hidden < 1:
             raise FieldProblem("hidden", f"must be >= 1, got {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FieldProblem("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 @config_kind("model", version=3)
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelConfig:
     """A transformer language model. ``architecture`` picks the assembler in the ``model`` plane: ``decoder``
-    (causal LM, ``head: lm``) or ``encoder`` (bidirectional, BERT style: ``head: none`` for hidden states, or
-    ``mlm`` for the masked-LM head)."""
+    (causal LM, ``head: lm``), ``encoder`` (bidirectional, BERT style: ``head: none`` for hidden states, or
+    ``mlm`` for the masked-LM head) or ``encoder_decoder`` (seq2seq, T5/BART style, ``head: lm``: an encoder of
+    ``encoder_layers`` blocks and a decoder of ``n_layers`` blocks with cross-attention, sharing the token
+    embeddings and every other section of this config)."""
 
     KIND: ClassVar[str]  # set by config_kind
     VERSION: ClassVar[int]
 
     name: str = ""
-    architecture: Literal["decoder", "encoder"] = "decoder"
+    architecture: Literal["decoder", "encoder", "encoder_decoder"] = "decoder"
     head: Literal["lm", "mlm", "none"] = "lm"
     vocab_size: int
     d_model: int
     n_layers: int
     max_seq_len: int
+    encoder_layers: int | None = None  # encoder_decoder only: the encoder's blocks; None: n_layers
     attention: AttentionConfig
     mlp: MLPConfig = field(default_factory=MLPConfig)
     positions: Literal["rope", "learned", "sinusoidal", "none"] = "rope"
@@ -180,6 +186,8 @@ class ModelConfig:
     embedding_norm: bool = False  # a norm on the summed embeddings (BERT)
     embedding_scale: float | None = None  # token embeddings times this (Gemma: sqrt(d_model))
     final_softcap: float | None = None  # logits -> final_softcap * tanh(logits / final_softcap) (Gemma 2)
+    position_offset: int = 0  # learned positions: position p reads row p + offset of a longer table (BART: 2)
+    logits_bias: bool = False  # encoder_decoder: a fixed bias added to the logits (BART's final_logits_bias)
     dropout: float = 0.0  # embedding and residual-branch dropout
     drop_path: float = 0.0  # stochastic depth, linearly increasing to this rate at the last layer
     init_std: float = 0.02
@@ -215,9 +223,11 @@ class ModelConfig:
             raise FieldProblem("norm_eps", f"must be > 0, got {self.norm_eps}")
         if self.init_std < 0:
             raise FieldProblem("init_std", f"must be >= 0, got {self.init_std}")
-        if (self.architecture == "decoder") != (self.head == "lm"):
-            want = "lm" if self.architecture == "decoder" else "none' or 'mlm"
-            raise FieldProblem("head", f"a{'n' if self.architecture == 'encoder' else ''} {self.architecture} takes head '{want}', got {self.head!r}")
+        if (self.architecture != "encoder") != (self.head == "lm"):
+            want = "none' or 'mlm" if self.architecture == "encoder" else "lm"
+            article = "a" if self.architecture == "decoder" else "an"
+            raise FieldProblem("head", f"{article} {self.architecture} takes head '{want}', got {self.head!r}")
+        self._check_encoder_decoder()
         if self.type_vocab_size < 0:
             raise FieldProblem("type_vocab_size", f"must be >= 0, got {self.type_vocab_size}")
         for name in ("embedding_scale", "final_softcap"):
@@ -237,6 +247,33 @@ class ModelConfig:
                     f"({self.deltanet.hybrid_ratio}) leaves no softmax-attention layer in {self.n_layers} layers; "
                     f"use n_layers > hybrid_ratio",
                 )
+
+    def _check_encoder_decoder(self) -> None:
+        """The options only the encoder-decoder assembler reads, and what it does not support (yet)."""
+        if self.position_offset < 0:
+            raise FieldProblem("position_offset", f"must be >= 0, got {self.position_offset}")
+        if self.position_offset and self.positions != "learned":
+            raise FieldProblem("position_offset", f"applies to learned positions; positions is {self.positions!r}")
+        if self.architecture != "encoder_decoder":
+            for name, used in (("encoder_layers", self.encoder_layers is not None), ("logits_bias", self.logits_bias)):
+                if used:
+                    raise FieldProblem(name, f"is an encoder_decoder setting; architecture is {self.architecture!r}")
+            return
+        if self.encoder_layers is not None and self.encoder_layers < 1:
+            raise FieldProblem("encoder_layers", f"must be >= 1, got {self.encoder_layers}")
+        unsupported: list[tuple[str, object, bool, str]] = [
+            ("residual", self.residual, self.residual == "sandwich", "an encoder_decoder is 'pre' or 'post' norm"),
+            ("attention.window", self.attention.window, self.attention.window is not None, "an encoder_decoder attends globally"),
+            ("type_vocab_size", self.type_vocab_size, self.type_vocab_size > 0, "an encoder_decoder has no token types"),
+        ]
+        for name, setting, failed, why in unsupported:
+            if failed:
+                raise FieldProblem(name, f"is {setting!r}; {why}")
+
+    @property
+    def n_encoder_layers(self) -> int:
+        """Blocks in the encoder of an encoder_decoder (``encoder_layers``, default ``n_layers``)."""
+        return self.encoder_layers or self.n_layers
 
     @property
     def head_dim(self) -> int:

@@ -31,51 +31,65 @@ def parameter_count(cfg: ModelConfig) -> int:
 def parameter_parts(cfg: ModelConfig) -> Parts:
     """The parameter count by part, in model order, parts of size zero left out: ``embeddings``,
     ``positions``, ``token_types``, ``embedding_norm``, then per-layer parts summed over the layers
-    (``attention``, ``mlp``, ``block_norms``), then ``final_norm`` and ``head``."""
+    (``attention``, ``mlp``, ``block_norms``; an encoder-decoder's encoder blocks included, and its decoder
+    blocks' ``cross_attention``), then ``final_norm`` and ``head``."""
     parts: Parts = {}
     _add(parts, embedding_parts(cfg))
     for layer in range(cfg.n_layers):
         _add(parts, layer_parts(cfg, layer))
+    if cfg.architecture == "encoder_decoder":  # the encoder's blocks: the decoder's without cross-attention
+        encoder = layer_parts(cfg, 0, cross_attention=False)
+        _add(parts, {name: cfg.n_encoder_layers * count for name, count in encoder.items()})
     _add(parts, output_parts(cfg))
     return {name: count for name, count in parts.items() if count}
 
 
 def embedding_parts(cfg: ModelConfig) -> Parts:
-    """Token embeddings, learned positions, and the encoder's token types and embedding norm (the decoder
-    builds neither). RoPE, sinusoidal positions and the embedding scale have no parameters."""
+    """Token embeddings, learned positions (``max_seq_len + position_offset`` rows), and the encoder's token
+    types and embedding norm (the decoder builds neither). An encoder-decoder shares the token embeddings and
+    gives each side its own positions and embedding norm. RoPE, sinusoidal positions and the embedding scale
+    have no parameters."""
     encoder = cfg.architecture == "encoder"
+    sides = 2 if cfg.architecture == "encoder_decoder" else 1
+    normed = cfg.embedding_norm and cfg.architecture != "decoder"
     return {
         "embeddings": cfg.vocab_size * cfg.d_model,
-        "positions": cfg.max_seq_len * cfg.d_model if cfg.positions == "learned" else 0,
+        "positions": sides * (cfg.max_seq_len + cfg.position_offset) * cfg.d_model if cfg.positions == "learned" else 0,
         "token_types": cfg.type_vocab_size * cfg.d_model if encoder else 0,
-        "embedding_norm": norm_parameters(cfg, cfg.d_model) if encoder and cfg.embedding_norm else 0,
+        "embedding_norm": sides * norm_parameters(cfg, cfg.d_model) if normed else 0,
     }
 
 
-def layer_parts(cfg: ModelConfig, layer: int) -> Parts:
+def layer_parts(cfg: ModelConfig, layer: int, *, cross_attention: bool | None = None) -> Parts:
     """Block ``layer`` (0-based): its token mixer, its feed-forward and its norms.
 
-    A Gated DeltaNet layer of a hybrid stack counts its mixer as ``deltanet`` instead of ``attention``. Where the
-    coming families attach: an MoE layer counts its router, experts and shared experts instead of
-    ``mlp``; an encoder-decoder's decoder blocks add a ``cross_attention`` part (:func:`attention_parameters`
-    of the cross-attention config) and a norm for it. Each stays a named part, so ``config show`` lists it.
+    A Gated DeltaNet layer of a hybrid stack counts its mixer as ``deltanet`` instead of ``attention``. An
+    encoder-decoder's decoder blocks (``cross_attention``, default: whether the model is one) add a
+    ``cross_attention`` part (the ``attention`` config again) and a norm for it. Where the coming families
+    attach: an MoE layer counts its router, experts and shared experts instead of ``mlp``. Each stays a named
+    part, so ``config show`` lists it.
     """
+    cross = cfg.architecture == "encoder_decoder" if cross_attention is None else cross_attention
     norms_per_block = 4 if cfg.residual == "sandwich" else 2  # sandwich: a norm on each branch's output too
     if cfg.deltanet is not None and not cfg.deltanet.is_attention_layer(layer):
         mixer = {"deltanet": cfg.deltanet.layer_parameters(cfg.d_model)}
     else:
         mixer = {"attention": attention_parameters(cfg.attention, cfg.d_model, head_dim=cfg.head_dim)}
+    if cross:
+        mixer["cross_attention"] = attention_parameters(cfg.attention, cfg.d_model, head_dim=cfg.head_dim)
     return {
         **mixer,
         "mlp": mlp_parameters(cfg.mlp, cfg.d_model, cfg.mlp_hidden),
-        "block_norms": norms_per_block * norm_parameters(cfg, cfg.d_model),
+        "block_norms": (norms_per_block + (1 if cross else 0)) * norm_parameters(cfg, cfg.d_model),
     }
 
 
 def output_parts(cfg: ModelConfig) -> Parts:
     """The final norm and the head: a decoder's LM head (nothing when tied to the embeddings), an encoder's
-    MLM head (dense + norm + decoder bias, plus the decoder weight when untied) or none."""
-    final_norm = norm_parameters(cfg, cfg.d_model) if cfg.final_norm else 0
+    MLM head (dense + norm + decoder bias, plus the decoder weight when untied) or none. An encoder-decoder
+    has a final norm on each side; its fixed logits bias is a buffer, not a parameter."""
+    sides = 2 if cfg.architecture == "encoder_decoder" else 1
+    final_norm = sides * norm_parameters(cfg, cfg.d_model) if cfg.final_norm else 0
     projection = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model
     if cfg.head == "lm":
         head = projection
@@ -134,7 +148,9 @@ class ModelSizes:
       are 16-bit (the usual mixed-precision recipe; float32 weights are their own master copy);
     * ``kv_cache_bytes_per_token``: keys and values of every attention layer for one token of one row, in the
       dtype (``2 * n_layers * kv_heads * head_dim * bytes``; a DeltaNet hybrid's DeltaNet layers hold a
-      fixed-size state instead); ``None`` for an encoder, which keeps no cache.
+      fixed-size state instead); ``None`` for an encoder, which keeps no cache. An encoder-decoder's figure is
+      its decoder's self-attention per target token; its cache holds the cross-attention memory as well, the
+      same bytes per source token.
       Sliding-window layers are counted in full: ``attn.StaticKVCache`` and ``attn.PagedKVCache`` store every
       position for every layer. ``windowed_layers`` and ``window`` say how many layers would need only
       ``window`` tokens in a window-aware cache.
@@ -193,7 +209,7 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
     width = DTYPE_BYTES[cfg.dtype]
     master_copy = width < _FP32
     kv = None
-    if cfg.architecture == "decoder":  # DeltaNet layers keep a fixed-size state, not keys and values per token
+    if cfg.architecture != "encoder":  # DeltaNet layers keep a fixed-size state, not keys and values per token
         kv = 2 * len(_attention_layers(cfg)) * cfg.attention.kv_heads * cfg.head_dim * width
     windowed = sum(cfg.attention.layer_window(i) is not None for i in _attention_layers(cfg))
     return ModelSizes(

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import specs
-from attn import PagedKVCache, StaticKVCache
+from attn import PagedKVCache, Seq2SeqKVCache, StaticKVCache
 from tensor import gather_pages
 
 L, B, HKV, D = 3, 2, 2, 4
@@ -34,8 +34,12 @@ FACTORIES: dict[str, Factory] = {
     "paged": lambda max_len, dtype=torch.float32: PagedKVCache(
         n_layers=L, batch=B, n_kv_heads=HKV, head_dim=D, max_len=max_len, block_size=BLOCK, dtype=dtype
     ),
+    # the encoder-decoder cache: its self-attention part must behave as the others do
+    "seq2seq": lambda max_len, dtype=torch.float32: Seq2SeqKVCache(
+        n_layers=L, batch=B, n_kv_heads=HKV, head_dim=D, max_len=max_len, dtype=dtype
+    ),
 }
-HOST_LENGTHS = {"static", "paged"}  # caches that mirror lengths on the host, so they refuse on the host
+HOST_LENGTHS = {"static", "paged", "seq2seq"}  # caches that mirror lengths on the host, so they refuse on the host
 
 EVERY_CACHE = pytest.mark.parametrize("name", sorted(FACTORIES))
 HOST_CHECKED = pytest.mark.parametrize("name", sorted(HOST_LENGTHS))

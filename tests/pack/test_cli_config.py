@@ -323,7 +323,8 @@ def test_v1_file_validates_after_migration(in_tmp: Path, capsys: pytest.CaptureF
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["version"] == 3
     assert shown["attention"]["n_heads"] == 4 and shown["attention"]["n_kv_heads"] == 2
-    assert shown["mlp"] == {"kind": "swiglu", "hidden": 176, "bias": False, "gelu_approximate": "none"}
+    assert shown["mlp"] == {"kind": "swiglu", "hidden": 176, "bias": False, "gelu_approximate": "none",
+                             "dropout": 0.0}
     assert shown["rope"]["theta"] == 500000.0
     assert "n_heads" not in shown and "rope_theta" not in shown
 
