@@ -39,6 +39,10 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Int8Linear(nn.Module):
     """``y = x @ (q * scales[:, None]).T + bias`` with int8 ``q``; ``x`` is cast to ``compute_dtype``."""
 
+    weight_int8: torch.Tensor
+    scales: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features

@@ -33,7 +33,7 @@ class CompiledDecoding:
         self.model = model
         self.config = model.config
         # dynamic=False: a step has the same shapes every time (the cache's are fixed), so no symbolic shapes.
-        options = {"freezing": True} if freeze else None
+        options: dict[str, str | int | bool | Callable[..., Any]] | None = {"freezing": True} if freeze else None
         self._step = torch.compile(
             self._decode, fullgraph=True, dynamic=False, mode=mode, backend=backend, options=options
         )

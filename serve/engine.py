@@ -219,7 +219,7 @@ class Engine:
     def _batchable(self, limit: int) -> int:
         """How many of the first ``limit`` waiting requests can be prefilled together: up to the first one whose
         next uncached prompt block is also an earlier one's (it would link that block once computed)."""
-        size, seen = self.cache.block_size, []
+        size, seen = self.cache.block_size, list[list[int]]()
         for request in self._waiting[:limit]:
             tokens = request.known_tokens()
             shared_to = self.cache.cached_prefix(tokens) + size  # the next block a later row could link
