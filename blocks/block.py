@@ -12,7 +12,7 @@ from torch import nn
 from attn.context import NO_CONTEXT, AttentionContext
 from attn.self_attention import SelfAttention
 from blocks.drop_path import DropPath
-from blocks.mlp import build_mlp
+from blocks.moe import build_feed_forward
 from blocks.norms import build_norm
 from specs.model_config import ModelConfig
 
@@ -30,7 +30,7 @@ class _Block(nn.Module):
             norm_offset=cfg.norm_weight_offset,
         )
         self.mlp_norm = build_norm(cfg)
-        self.mlp = build_mlp(cfg)
+        self.mlp = build_feed_forward(cfg, layer_idx)
         # Stochastic depth grows linearly with depth, reaching cfg.drop_path at the last layer.
         rate = cfg.drop_path * layer_idx / max(cfg.n_layers - 1, 1)
         self.branch_drop = nn.Sequential(nn.Dropout(cfg.dropout), DropPath(rate))
@@ -41,7 +41,7 @@ class PreNormBlock(_Block):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         x = x + self.branch_drop(self.attn(self.attn_norm(x), ctx))
-        return x + self.branch_drop(self.mlp(self.mlp_norm(x)))
+        return x + self.branch_drop(self.mlp(self.mlp_norm(x), ctx))
 
 
 class PostNormBlock(_Block):
@@ -49,7 +49,7 @@ class PostNormBlock(_Block):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         x = self.attn_norm(x + self.branch_drop(self.attn(x, ctx)))
-        return self.mlp_norm(x + self.branch_drop(self.mlp(x)))
+        return self.mlp_norm(x + self.branch_drop(self.mlp(x, ctx)))
 
 
 class SandwichNormBlock(_Block):
@@ -64,7 +64,7 @@ class SandwichNormBlock(_Block):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         x = x + self.branch_drop(self.attn_out_norm(self.attn(self.attn_norm(x), ctx)))
-        return x + self.branch_drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))
+        return x + self.branch_drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x), ctx)))
 
 
 BLOCKS: dict[str, type[_Block]] = {"pre": PreNormBlock, "post": PostNormBlock, "sandwich": SandwichNormBlock}

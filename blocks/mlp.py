@@ -1,5 +1,6 @@
 """Feed-forward layers: the GPT MLP (fc -> GELU -> proj) and the gated ones, SwiGLU (down(silu(gate) * up)) and
-GeGLU (down(gelu(gate) * up), Gemma)."""
+GeGLU (down(gelu(gate) * up), Gemma). A block calls its feed-forward as ``mlp(x, ctx)``: the dense layers
+ignore the per-forward context, a MoE layer (:mod:`blocks.moe`) reports its router statistics into it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attn.context import NO_CONTEXT, AttentionContext
 from specs.model_config import ModelConfig
 
 
@@ -17,7 +19,7 @@ class GeluMLP(nn.Module):
         self.proj = nn.Linear(hidden, d_model, bias=bias)
         self.approximate = approximate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
 
 
@@ -33,7 +35,7 @@ class SwiGLU(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         return F.silu(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         return self.w2(self.gate(self.w1(x)) * self.w3(x))
 
 

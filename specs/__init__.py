@@ -25,6 +25,7 @@ from specs.errors import CheckpointError, ConfigError, InputError, ShapeError
 from specs.generation_config import GenerationConfig
 from specs.manifest import read_manifest, verify_manifest, write_manifest
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
+from specs.moe_config import MoEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, ParallelizableModel, Seq2SeqLM
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
 from specs.train_config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
@@ -56,6 +57,7 @@ __all__ = [
     "MemoryKV",
     "ModelConfig",
     "ModelStore",
+    "MoEConfig",
     "OptimizerConfig",
     "PagedCache",
     "PagedSpec",
