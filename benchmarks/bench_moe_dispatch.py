@@ -57,7 +57,10 @@ def main() -> None:
         with torch.no_grad():  # the two formulations agree before they race
             torch.testing.assert_close(moe(x), loop_over_experts(moe, x), atol=1e-5, rtol=1e-4)
         medians = interleaved_medians(
-            {"batched": lambda: moe(x).sum().backward(), "loop": lambda: loop_over_experts(moe, x).sum().backward()},
+            {
+                "batched": lambda moe=moe, x=x: moe(x).sum().backward(),
+                "loop": lambda moe=moe, x=x: loop_over_experts(moe, x).sum().backward(),
+            },
             repeats=args.repeats,
         )
         b, loop = medians["batched"] * 1e3, medians["loop"] * 1e3
