@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from model.loading import Packed, Where
+from model.loading import Packed, Stacked, Where
 from specs.config_io import from_dict
 from specs.model_config import ModelConfig
 
@@ -91,6 +91,8 @@ def mapped_name(
     where, prefix = layer_names[match.group(2)], layers.format(i=match.group(1))
     if isinstance(where, Packed):
         return dataclasses.replace(where, name=prefix + where.name)
+    if isinstance(where, Stacked):
+        return Stacked(tuple(prefix + name for name in where.names))
     return prefix + where
 
 
