@@ -32,6 +32,7 @@ from model.hf_gpt2 import GPT2Family
 from model.hf_llama import LlamaFamily
 from model.hf_mixtral import MixtralFamily
 from model.hf_qwen import Qwen2Family, Qwen3Family
+from model.hf_qwen_moe import Qwen2MoeFamily
 from model.loading import Packed, Stacked, Where, load_weights, stored_tensors
 from model.target_rules import HUGGING_FACE
 from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
@@ -77,6 +78,7 @@ HF_FAMILIES: dict[str, HFFamily] = {
     "gpt2": GPT2Family(),
     "bert": BertFamily(),
     "mixtral": MixtralFamily(),
+    "qwen2_moe": Qwen2MoeFamily(),
 }
 
 _CONFIG = "config.json"
