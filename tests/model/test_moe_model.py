@@ -143,3 +143,26 @@ def test_weight_tying_survives_a_checkpoint(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids), m(ids), atol=0, rtol=0)
     assert model.count_parameters(cfg) == sum(p.numel() for p in m.parameters())
+
+
+def moe_layer_parameters(moe: specs.MoEConfig, d_model: int) -> int:
+    """The analytic size of one MoE feed-forward: router, routed SwiGLU experts, shared experts and their gate."""
+    shared = 3 * d_model * moe.shared_hidden + (d_model if moe.shared_expert_gate else 0)
+    return moe.n_experts * d_model + 3 * moe.n_experts * d_model * moe.expert_hidden + shared
+
+
+@pytest.mark.parametrize(
+    "moe",
+    [
+        "{n_experts: 4, top_k: 2, expert_hidden: 48}",
+        "{n_experts: 8, top_k: 1, expert_hidden: 16, n_shared_experts: 2, shared_expert_hidden: 24,"
+        " shared_expert_gate: true, every: 2, first_dense_layers: 1}",
+    ],
+)
+def test_parameter_count_follows_the_formula(moe: str) -> None:
+    cfg = specs.apply_overrides(specs.load_preset("llama-tiny"), ["n_layers=5", f"moe={moe}"])
+    dense = specs.apply_overrides(cfg, ["moe=null"])
+    n_moe = sum(cfg.moe.is_moe_layer(i) for i in range(cfg.n_layers))
+    dense_mlp = 3 * cfg.d_model * cfg.mlp_hidden
+    expected = model.count_parameters(dense) + n_moe * (moe_layer_parameters(cfg.moe, cfg.d_model) - dense_mlp)
+    assert model.count_parameters(cfg) == expected
