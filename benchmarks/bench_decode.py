@@ -1,6 +1,6 @@
 """Batch-1 decoding against Hugging Face ``generate``, side by side, on llama-55m (same weights in both).
 
-    python benchmarks/bench_decode.py [--rounds 5] [--prompt 128] [--new 128] [--dtypes float32 bfloat16] [--write BENCHMARKS.md]
+    python benchmarks/bench_decode.py [--rounds 5] [--prompt 128] [--new 128] [--dtypes float32 bfloat16 int8] [--write BENCHMARKS.md]
     python benchmarks/bench_decode.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf [...]
 
 With ``--gguf FILE`` the model is a real one, dequantized from a llama.cpp file by ``model.from_gguf`` on our
@@ -17,11 +17,16 @@ The memory-bandwidth bound: decoding one token reads every weight once (the embe
 so tokens/s cannot pass ``streaming read bandwidth / weight bytes``; the bandwidth is measured in the same run
 (a sum over a 512 MiB tensor with the same threads) and each contender's fraction of the bound is shown.
 Outputs are checked to be token for token equal to Hugging Face's in float32 (greedy, same weights).
+
+``int8``: our weights quantized by ``model.quantize_int8`` (weight-only int8 with a scale per output channel,
+bf16 activations) against transformers in float32, the reference the serve issue names; its tokens differ
+from float32's once quantization moves an argmax, and its bound is for the int8 bytes read.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import statistics
 import sys
@@ -54,10 +59,13 @@ def read_bandwidth(repeats: int = 7) -> float:
 
 
 def weight_bytes(lm: torch.nn.Module) -> int:
-    """Bytes read per decoded token: every parameter but the input embedding table (one row of it is read)."""
+    """Bytes read per decoded token: every parameter (and the int8 weights and scales of a quantized model) but
+    the input embedding table (one row of it is read)."""
     embedding = {id(p) for m in lm.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     head = {id(p) for p in lm.output_head().parameters()}
-    return sum(p.numel() * p.element_size() for p in lm.parameters() if id(p) not in embedding or id(p) in head)
+    read = sum(p.numel() * p.element_size() for p in lm.parameters() if id(p) not in embedding or id(p) in head)
+    quantized = [m for m in lm.modules() if isinstance(m, model.Int8Linear)]
+    return read + sum(b.numel() * b.element_size() for m in quantized for b in m.buffers())
 
 
 def time_ours(lm, ids: torch.Tensor, cfg: GenerationConfig) -> tuple[float, float, torch.Tensor]:
@@ -86,11 +94,17 @@ def time_hf(hf, ids: torch.Tensor, new: int) -> tuple[float, float, torch.Tensor
 
 
 def bench_dtype(
-    lm: torch.nn.Module, load_hf: Callable[[torch.dtype], torch.nn.Module], dtype: torch.dtype, args: argparse.Namespace
+    lm: torch.nn.Module, load_hf: Callable[[torch.dtype], torch.nn.Module], dtype_name: str, args: argparse.Namespace
 ) -> dict:
-    ours = lm.to(dtype)
+    """One table group. ``int8``: our weight-only int8 model (bf16 activations) against transformers in float32,
+    the comparison the serve issue asks for."""
+    if dtype_name == "int8":
+        ours, hf_dtype = model.quantize_int8(copy.deepcopy(lm).float()), torch.float32
+    else:
+        hf_dtype = getattr(torch, dtype_name)
+        ours = copy.deepcopy(lm).to(hf_dtype)
     compiled = serve.compile_decoding(ours)
-    hf = load_hf(dtype).eval()
+    hf = load_hf(hf_dtype).eval()
     ids = torch.randint(3, lm.config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(0))
     cfg = GenerationConfig(max_new_tokens=args.new, eos_token_ids=())
     contenders: dict[str, Callable[[], tuple[float, float, torch.Tensor]]] = {
@@ -110,7 +124,7 @@ def bench_dtype(
             rates[name].append(rate)
     reference = outputs["transformers generate"]
     return {
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": dtype_name if dtype_name != "int8" else "int8 (ours) / float32 (transformers)",
         "bytes": weight_bytes(ours),
         "first_ms": {n: 1e3 * statistics.median(v) for n, v in firsts.items()},
         "rate": {n: statistics.median(v) for n, v in rates.items()},
@@ -166,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"], choices=["float32", "bfloat16", "int8"],
+                        help="int8: lmplanes' weight-only int8 (bf16 activations) against transformers in float32")
     parser.add_argument("--gguf", type=Path, default=None, help="a llama.cpp file to load on both sides instead")
     parser.add_argument("--write", type=Path, default=None, help="replace the decode section of this markdown file")
     args = parser.parse_args(argv)
@@ -188,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             def load_hf(dtype: torch.dtype) -> torch.nn.Module:
                 return AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype)
 
-        results = [bench_dtype(lm, load_hf, getattr(torch, dtype), args) for dtype in args.dtypes]
+        results = [bench_dtype(lm, load_hf, dtype, args) for dtype in args.dtypes]
     command = f"--rounds {args.rounds} --prompt {args.prompt} --new {args.new} --dtypes {' '.join(args.dtypes)}"
     command += (f" --gguf {args.gguf.name}" if args.gguf else "") + (f" --write {args.write}" if args.write else "")
     section = report(results, bandwidth, args, command, name)

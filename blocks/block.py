@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from attn.context import NO_CONTEXT, AttentionContext
-from attn.self_attention import SelfAttention
 from blocks.drop_path import DropPath
+from blocks.mixers import build_mixer
 from blocks.moe import build_feed_forward
 from blocks.norms import build_norm
 from specs.model_config import ModelConfig
@@ -21,14 +21,7 @@ class _Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, causal: bool) -> None:
         super().__init__()
         self.attn_norm = build_norm(cfg)
-        self.attn = SelfAttention(
-            cfg.attention,
-            cfg.d_model,
-            layer_idx=layer_idx,
-            causal=causal,
-            norm_eps=cfg.norm_eps,
-            norm_offset=cfg.norm_weight_offset,
-        )
+        self.attn = build_mixer(cfg, layer_idx, causal=causal)  # softmax attention, or Gated DeltaNet in a hybrid
         self.mlp_norm = build_norm(cfg)
         self.mlp = build_feed_forward(cfg, layer_idx)
         # Stochastic depth grows linearly with depth, reaching cfg.drop_path at the last layer.

@@ -15,6 +15,7 @@ from model.encoder import EncoderLM
 from model.gguf import from_gguf
 from model.hf import from_hf, to_hf
 from model.pooling import cls_pool, l2_normalize, mean_pool
+from model.quantize import Int8Linear, quantize_int8
 from model.store import STORE
 from model.temporaries import clean_stale_temporaries
 from specs.errors import CheckpointError
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointError",
     "DecoderLM",
     "EncoderLM",
+    "Int8Linear",
     "build",
     "clean_stale_temporaries",
     "clear_linear_choices",
@@ -37,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "make_card",
     "mean_pool",
+    "quantize_int8",
     "save_checkpoint",
     "to_hf",
     "verify_checkpoint",

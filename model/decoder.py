@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from attn.context import AttentionContext, ForwardRecord
+from attn.gated_deltanet import GatedDeltaNet
+from attn.hybrid_cache import HybridCache
 from attn.kv_cache import StaticKVCache
 from attn.paged_kv_cache import PagedKVCache
 from blocks.block import build_block
@@ -114,13 +116,19 @@ class DecoderLM(nn.Module):
         device: torch.device | str | None = None,
         fixed_shapes: bool = False,
         paged: PagedSpec | None = None,
-    ) -> StaticKVCache | PagedKVCache:
+    ) -> StaticKVCache | PagedKVCache | HybridCache:
         """A cache for ``batch`` rows of up to ``max_len`` tokens (at most the config's ``max_seq_len``).
         ``fixed_shapes=True`` makes every decode step the same shapes, for ``torch.compile``/CUDA graphs;
-        ``paged`` makes a :class:`attn.PagedKVCache` with that block size and count (continuous batching)."""
+        ``paged`` makes a :class:`attn.PagedKVCache` with that block size and count (continuous batching).
+        A hybrid model (``deltanet``) gets an :class:`attn.HybridCache`, which has no paged form."""
         check_cache_len(max_len, self.config)
-        reference = self.lm_head.weight
+        reference = self.tok_embeddings.weight  # float in every form of the model, int8-quantized included
         cfg, dtype, device = self.config, dtype or reference.dtype, device or reference.device
+        if cfg.deltanet is not None:
+            if paged is not None:
+                raise ValueError("a hybrid model's Gated DeltaNet layers keep a fixed-size state per row, which a paged "
+                                 "cache does not hold; use new_cache without paged")
+            return self._hybrid_cache(batch, max_len, dtype, device, fixed_shapes)
         if paged is None:
             return StaticKVCache(
                 n_layers=cfg.n_layers, batch=batch, n_kv_heads=cfg.attention.kv_heads, head_dim=cfg.head_dim,
@@ -131,6 +139,17 @@ class DecoderLM(nn.Module):
         return PagedKVCache(
             n_layers=cfg.n_layers, batch=batch, n_kv_heads=cfg.attention.kv_heads, head_dim=cfg.head_dim,
             max_len=max_len, block_size=paged.block_size, num_blocks=paged.num_blocks, dtype=dtype, device=device,
+        )
+
+    def _hybrid_cache(
+        self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str, fixed_shapes: bool
+    ) -> HybridCache:
+        mixers = [layer.attn for layer in self.layers]
+        linear = [m for m in mixers if isinstance(m, GatedDeltaNet)]
+        return HybridCache(
+            n_layers=len(mixers), attention_layers=[i for i, m in enumerate(mixers) if not isinstance(m, GatedDeltaNet)],
+            state_shapes=linear[0].state_shapes(), batch=batch, n_kv_heads=self.config.attention.kv_heads,
+            head_dim=self.config.head_dim, max_len=max_len, dtype=dtype, device=device, fixed_shapes=fixed_shapes,
         )
 
     def fsdp_units(self) -> list[nn.Module]:
@@ -154,3 +173,5 @@ class DecoderLM(nn.Module):
                 module.init_weights(std, residual_std(std, self.config.n_layers))
             elif isinstance(module, (RMSNorm, nn.LayerNorm)):
                 module.reset_parameters()  # unit scale, zero bias
+            elif isinstance(module, GatedDeltaNet):
+                module.reset_parameters()  # its convolution, decay rates and output norm; its linears come next

@@ -1,12 +1,16 @@
 """``lmplanes config new|validate|show``: write configs from presets, check config files, print a config.
 
 Everything here goes through :mod:`specs`: loading migrates old versions, validation names the field path
-and the reason, ``--set dotted.key=value`` re-validates the whole config, and writes are atomic.
+and the reason, ``--set dotted.key=value`` re-validates the whole config, and writes are atomic. ``show``
+adds the model's sizes (:func:`specs.model_sizes`): as YAML comments under a YAML config, so the output still
+loads as the config; with ``--sizes``, alone, as YAML or JSON data. JSON output is the config alone, since JSON
+has no comments and the file must load back.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ import yaml
 
 import specs
 from pack.errors import EXIT_FAILED, CommandError, UsageError, problem_lines, report
+from pack.sizes_view import sizes_comment
 
 FORMATS = ("yaml", "json")
 _SUFFIX_FORMAT = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
@@ -55,12 +60,19 @@ def register(commands: Any) -> None:
 
     show = actions.add_parser(
         "show",
-        help="print a preset or config file, migrated and validated",
-        description="Print a preset or config file as the current schema version, with --set overrides applied.",
+        help="print a preset or config file, migrated and validated, with the model's sizes",
+        description="Print a preset or config file as the current schema version, with --set overrides applied. "
+        "YAML output ends with the model's parameter count and memory (weights, gradients, AdamW states, KV cache "
+        "per token) as comments, so it still loads as a config; --sizes prints only those figures, as data.",
     )
     show.add_argument("target", metavar="NAME_OR_PATH", help="a preset name or a config file")
     _add_set(show)
     show.add_argument("--format", choices=FORMATS, default="yaml", help="output format (default: yaml)")
+    show.add_argument(
+        "--sizes",
+        action="store_true",
+        help="print the parameter count (by part) and memory figures in bytes instead of the config",
+    )
     show.set_defaults(run=run_show)
 
 
@@ -128,9 +140,20 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Print a preset or config file after migration, overrides and validation."""
+    """Print a preset or config file after migration, overrides and validation, and the sizes of its model
+    (a model config's own, a training config's model's)."""
     cfg = specs.apply_overrides(specs.load_config(args.target), args.overrides)
+    model_cfg = cfg if isinstance(cfg, specs.ModelConfig) else getattr(cfg, "model", None)
+    sizes = specs.model_sizes(model_cfg) if isinstance(model_cfg, specs.ModelConfig) else None
+    if args.sizes:
+        if sizes is None:
+            raise CommandError(f"{args.target} is a {cfg.KIND} config, which describes no model to size")
+        data = sizes.to_dict()
+        sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.format == "json" else yaml.safe_dump(data, sort_keys=False))
+        return 0
     sys.stdout.write(specs.dumps_config(cfg, args.format))
+    if sizes is not None and args.format == "yaml":
+        sys.stdout.write(sizes_comment(sizes))
     return 0
 
 

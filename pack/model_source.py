@@ -32,6 +32,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="where the model runs: cpu, cuda, cuda:N, or auto (cuda when "
                         "available; default)")
     parser.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: as stored)")
+    parser.add_argument("--quantize", choices=["int8"], help="int8: weight-only int8 linears (a scale per output "
+                        "channel) computing in --dtype, default bfloat16: a quarter of the float32 weight bytes a token")
 
 
 @contextlib.contextmanager
@@ -57,9 +59,8 @@ def load_served_model(
     dtype = getattr(torch, args.dtype) if args.dtype else None
     device = _device(args.device)
     threads = serve.hand_threads_to_workers()  # the backend's worker computes; this thread only loads and serves
-    if args.gguf:
-        return _from_gguf(Path(args.gguf), device, dtype, name, max_batch, threads, max_len)
-    return _from_checkpoint(Path(args.checkpoint), device, dtype, name, max_batch, threads, max_len)
+    load = _from_gguf if args.gguf else _from_checkpoint
+    return load(Path(args.gguf or args.checkpoint), device, dtype, name, max_batch, threads, max_len, args.quantize)
 
 
 def _device(name: str) -> torch.device:
@@ -78,7 +79,7 @@ def _device(name: str) -> torch.device:
 
 def _from_checkpoint(
     folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
-    max_len: int | None,
+    max_len: int | None, quantize: str | None,
 ) -> serve.ServedModel:
     import data
     import model
@@ -96,15 +97,16 @@ def _from_checkpoint(
         template = serve.ChatTemplate.from_directory(folder, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
     except serve.ChatTemplateError as exc:
         raise CommandError(f"{folder}: {exc}") from None
-    lm = model.load_checkpoint(folder, device=device, dtype=dtype).eval()
+    lm = model.load_checkpoint(folder, device=device, dtype=None if quantize else dtype).eval()
     if not isinstance(lm, model.DecoderLM):
         raise CommandError(f"{folder}: the model is an {lm.config.architecture}; only a decoder generates text")
+    lm = _quantized(lm, quantize, dtype)
     return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch, threads, max_len)
 
 
 def _from_gguf(
     path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
-    max_len: int | None,
+    max_len: int | None, quantize: str | None,
 ) -> serve.ServedModel:
     """A GGUF file holds all three: the weights, the tokenizer and the chat template (``tokenizer.chat_template``)."""
     import data
@@ -117,10 +119,22 @@ def _from_gguf(
     try:
         tokenizer = data.load_tokenizer(path)
         template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
-        lm = model.from_gguf(path, device=device, dtype=dtype)
+        lm = _quantized(model.from_gguf(path, device=device, dtype=None if quantize else dtype), quantize, dtype)
     except (data.DataError, serve.ChatTemplateError, specs.CheckpointError) as exc:
         raise CommandError(f"{path}: {exc}") from None
     return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch, threads, max_len)
+
+
+def _quantized(lm: model.DecoderLM, quantize: str | None, dtype: torch.dtype | None) -> model.DecoderLM:
+    """``lm`` with int8 weights computing in ``dtype`` (default bfloat16) when asked; quantized from the weights as
+    stored, not from a cast copy."""
+    import torch
+
+    import model
+
+    if quantize is None:
+        return lm
+    return model.quantize_int8(lm, compute_dtype=dtype or torch.bfloat16)  # type: ignore[return-value]
 
 
 def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.ChatTemplate, device: torch.device,

@@ -2,8 +2,9 @@
 
 Requests join and leave between decode steps. Each :meth:`Engine.step` first runs one decode forward over
 every running request (one token each, through a view of the cache over their rows, whatever their lengths),
-then admits waiting requests in arrival order: each newcomer's prompt is prefilled alone through a one-row view
-(after linking the blocks of any prompt prefix another request already computed) and gives its first token.
+then admits waiting requests in arrival order: the newcomers' prompts are prefilled together, right-padded, through
+a view of their rows (after linking the blocks of any prompt prefix another request already computed), and each
+gives its first token.
 So prefill and decode interleave step by step, and a finished or cancelled request frees its row and blocks
 for the next one at once.
 
@@ -197,24 +198,62 @@ class Engine:
         return preempted
 
     def _admit(self, events: list[TokenEvent]) -> None:
+        """Admit the waiting requests that have free rows, oldest first, prefilled together in one forward. When
+        they do not all fit (blocks, or a padded row past ``max_len``), the newest of them waits, and so on down
+        to the oldest alone: nobody overtakes a waiting request. A request that would share prompt blocks with
+        an earlier newcomer goes in the next forward, to link them instead of computing them again."""
         while self._waiting and self._free_rows:
-            request, row = self._waiting[0], self._free_rows[-1]
-            tokens = request.known_tokens()
-            linked = self.cache.share_prefix(row, tokens)
-            ids = torch.tensor([tokens[linked:]], dtype=torch.long, device=self._device)
-            try:
-                logits = self.model(ids, cache=self.cache.select([row]))
-            except CacheFull:  # the oldest waiting request waits for blocks; nobody overtakes it
-                self.cache.reset([row])
+            for count in range(self._batchable(min(len(self._waiting), len(self._free_rows))), 0, -1):
+                group, rows = self._waiting[:count], self._free_rows[: -count - 1 : -1]  # low rows first
+                last_logits = self._prefill(group, rows)
+                if last_logits is not None:
+                    break
+            else:
                 return
-            except Exception:  # the row gives back what it linked and wrote before the error goes up
-                self.cache.reset([row])
-                raise
-            del self._waiting[0]
-            self._free_rows.pop()
-            request.row = row
-            self._running[request.request_id] = request
-            events.append(self._take_token(request, logits[:, -1]))
+            del self._waiting[:count], self._free_rows[-count:]
+            for request, row, logits in zip(group, rows, last_logits):
+                request.row = row
+                self._running[request.request_id] = request
+                events.append(self._take_token(request, logits[None]))
+
+    def _batchable(self, limit: int) -> int:
+        """How many of the first ``limit`` waiting requests can be prefilled together: up to the first one whose
+        next uncached prompt block is also an earlier one's (it would link that block once computed)."""
+        size, seen = self.cache.block_size, []
+        for request in self._waiting[:limit]:
+            tokens = request.known_tokens()
+            shared_to = self.cache.cached_prefix(tokens) + size  # the next block a later row could link
+            if len(tokens) > shared_to and any(other[:shared_to] == tokens[:shared_to] for other in seen):
+                break
+            seen.append(tokens)
+        return len(seen)
+
+    def _prefill(self, group: list[_Request], rows: list[int]) -> torch.Tensor | None:
+        """Write the known tokens of ``group`` into ``rows`` (after linking any cached prefix) in one forward and
+        return each one's last logits ``(len(group), V)``, or None, with the rows left empty, when they do not
+        fit. Shorter rows are padded on the right and the padding evicted after: under the causal rule no real
+        token sees it, and a row publishes prefix blocks of its known tokens only. Any error leaves the rows
+        empty too."""
+        cache = self.cache.select(rows)
+        try:
+            linked = [cache.share_prefix(i, request.known_tokens()) for i, request in enumerate(group)]
+            todo = [request.known_tokens()[n:] for request, n in zip(group, linked)]
+            width = max(len(t) for t in todo)
+            if max(linked) + width > self.max_len:  # a padded row would run past the cache
+                cache.reset()
+                return None
+            ids = torch.tensor([t + t[-1:] * (width - len(t)) for t in todo], dtype=torch.long, device=self._device)
+            hidden = self.model(ids, cache=cache, output="hidden").hidden
+            lengths = torch.tensor([len(t) for t in todo], device=self._device)
+            cache.evict(width - lengths)
+        except CacheFull:
+            cache.reset()
+            return None
+        except BaseException:
+            cache.reset()
+            raise
+        # The head reads only each row's last position: the logits of the other prompt tokens are never needed.
+        return self.model.output_head()(hidden[torch.arange(len(group), device=self._device), lengths - 1])
 
     def _take_token(self, request: _Request, logits: torch.Tensor) -> TokenEvent:
         """Pick ``request``'s next token from its ``(1, V)`` logits, as :func:`serve.stream` does."""

@@ -1,5 +1,5 @@
 """lmplanes contracts: versioned configs, presets, TensorSpec, KVCache, Batch, attention call and kernel
-capabilities, ModelCard, and the model protocols the application planes rely on.
+capabilities, ModelCard, model sizes from a config, and the model protocols the application planes rely on.
 
 Imports no torch at runtime, so configs load, validate and migrate on any machine.
 
@@ -21,12 +21,14 @@ from specs.config_files import (
     preset_names,
 )
 from specs.config_io import FieldProblem, config_kinds, from_dict, register_migration, to_dict
+from specs.deltanet_config import DeltaNetConfig
 from specs.errors import CheckpointError, ConfigError, InputError, ShapeError
 from specs.generation_config import GenerationConfig
 from specs.manifest import read_manifest, verify_manifest, write_manifest
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
 from specs.moe_config import MoEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, ParallelizableModel, Seq2SeqLM
+from specs.sizing import ModelSizes, model_sizes, parameter_count, parameter_parts
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
 from specs.train_config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 
@@ -44,6 +46,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataRef",
+    "DeltaNetConfig",
     "EncoderModel",
     "FieldProblem",
     "FileRef",
@@ -56,6 +59,7 @@ __all__ = [
     "ModelCard",
     "MemoryKV",
     "ModelConfig",
+    "ModelSizes",
     "ModelStore",
     "MoEConfig",
     "OptimizerConfig",
@@ -77,6 +81,9 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_preset",
+    "model_sizes",
+    "parameter_count",
+    "parameter_parts",
     "preset_kinds",
     "preset_names",
     "read_manifest",

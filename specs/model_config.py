@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from specs.config_io import FieldProblem, config_kind, register_migration
+from specs.deltanet_config import DeltaNetConfig
 from specs.kernel_names import kernel_name_problem
 from specs.moe_config import MoEConfig
 
@@ -185,6 +186,7 @@ class ModelConfig:
     drop_path: float = 0.0  # stochastic depth, linearly increasing to this rate at the last layer
     init_std: float = 0.02
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    deltanet: DeltaNetConfig | None = None  # set: a hybrid of Gated DeltaNet and softmax-attention layers
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "max_seq_len"):
@@ -233,6 +235,15 @@ class ModelConfig:
                 raise FieldProblem("moe", f"is supported by decoders; architecture is {self.architecture!r}")
             if not any(self.moe.is_moe_layer(i) for i in range(self.n_layers)):
                 raise FieldProblem("moe", f"selects none of the {self.n_layers} layers (first_dense_layers, every)")
+        if self.deltanet is not None:
+            if self.architecture != "decoder":
+                raise FieldProblem("deltanet", f"Gated DeltaNet layers are causal; architecture is {self.architecture!r}")
+            if self.n_layers <= self.deltanet.hybrid_ratio:
+                raise FieldProblem(
+                    "deltanet.hybrid_ratio",
+                    f"({self.deltanet.hybrid_ratio}) leaves no softmax-attention layer in {self.n_layers} layers; "
+                    f"use n_layers > hybrid_ratio",
+                )
 
     @property
     def head_dim(self) -> int:

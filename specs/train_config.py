@@ -126,5 +126,11 @@ class TrainConfig:
             raise FieldProblem(
                 "data.seq_len", f"({self.data.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})"
             )
+        if self.model.dtype != "float32":
+            raise FieldProblem(
+                "model.dtype",
+                f"is {self.model.dtype}, but training keeps float32 parameters and optimizer states; set "
+                f"model.dtype=float32 and precision=bfloat16 for bf16 compute",
+            )
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise FieldProblem("device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")

@@ -160,3 +160,18 @@ def to_additive_bias(mask: Tensor, dtype: torch.dtype = torch.float32, *, fill: 
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be bool (True = may attend), got {mask.dtype}")
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, fill)
+
+
+def self_visible(allow_mask: Tensor, batch: int, tq: int, q_offset: int | Tensor = 0) -> Tensor:
+    """``(B, Tq)`` bool: whether each query may attend to its own position ``q_offset + i`` (in some head).
+
+    This is how a layer without keys (a recurrent, linear-attention one) reads which new tokens are real from
+    an allow mask: padding marked in a key-padding mask (``padding_mask``) is not visible to itself.
+    """
+    if allow_mask.dtype != torch.bool or not 2 <= allow_mask.dim() <= 4:
+        raise ValueError(f"allow_mask must be a bool tensor of 2 to 4 dims, got {allow_mask.dtype} "
+                         f"of shape {list(allow_mask.shape)}")
+    mask = allow_mask.reshape((1,) * (4 - allow_mask.dim()) + tuple(allow_mask.shape)).any(dim=1)  # (B?, Tq?, Tk)
+    q_pos, _ = _query_key_positions(tq, 0, q_offset, mask.device)
+    columns = q_pos.reshape(-1, tq).expand(batch, tq)  # absolute position of each query
+    return mask.expand(batch, tq, mask.shape[-1]).gather(-1, columns[..., None]).squeeze(-1)

@@ -13,6 +13,8 @@ import yaml
 
 import specs
 from pack.cli import main
+from pack.config_cmd import FORMATS
+from pack.sizes_view import human_bytes, human_count
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,6 +191,93 @@ def test_malformed_command_lines_exit_2(
     (line,) = error_lines(capsys.readouterr().err)
     assert message in line and "--help" in line
     assert list(in_tmp.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ show sizes
+
+
+def _comments(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#")]
+
+
+def test_show_yaml_ends_with_the_sizes_as_comments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "gemma3-1b"]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out) == specs.to_dict(specs.load_preset("gemma3-1b"))  # still the config, loadable
+    comments = _comments(out)
+    assert out.endswith(comments[-1] + "\n") and len(comments) >= 10  # one block, at the end
+    text = "\n".join(comments)
+    for fragment in (
+        "parameters     999,885,952 (999.89M)",
+        "embeddings   301,989,888",
+        "attention     76,690,432",  # parts are right-aligned under the total
+        "weights        1.86 GiB (bfloat16)",  # 999,885,952 * 2 bytes
+        "gradients      1.86 GiB (bfloat16)",
+        "AdamW states   11.17 GiB (two float32 moments + a float32 master copy)",  # 12 bytes a parameter
+        "training       14.90 GiB",
+        "KV cache       26.00 KiB per token, 832.00 MiB per row of 32,768 tokens (bfloat16)",  # 2*26*256*2 B
+        "22 of 26 layers slide over 512 tokens",
+    ):
+        assert fragment in text, fragment
+
+
+def test_show_sizes_of_an_encoder_and_with_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "bert-1.7b"]) == 0
+    text = "\n".join(_comments(capsys.readouterr().out))
+    assert "1,679,261,498 (1.68B)" in text and "(two float32 moments)" in text
+    assert "KV cache" in text and "none (an encoder keeps no cache)" in text
+
+    assert main(["config", "show", "llama-tiny", "--set", "n_layers=3"]) == 0
+    cfg = specs.apply_overrides(specs.load_preset("llama-tiny"), ["n_layers=3"])
+    assert f"parameters     {specs.parameter_count(cfg):,} " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_show_sizes_flag_prints_the_figures_as_data(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "llama-55m", "--sizes", "--format", fmt, "--set", "dtype=bfloat16"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out) if fmt == "json" else yaml.safe_load(out)
+    cfg = specs.apply_overrides(specs.load_preset("llama-55m"), ["dtype=bfloat16"])
+    assert data == specs.model_sizes(cfg).to_dict()
+    assert data["parameters"] == 55_321_088 and data["weight_bytes"] == 2 * 55_321_088
+    assert data["optimizer_bytes"] == 12 * 55_321_088 and data["kv_cache_bytes_per_token"] == 2 * 8 * 2 * 64 * 2
+
+
+def test_show_json_stays_the_config_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "gemma3-1b", "--format", "json"]) == 0
+    assert specs.from_dict(json.loads(capsys.readouterr().out)) == specs.load_preset("gemma3-1b")
+
+
+def test_show_sizes_a_training_config_by_its_model(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train = specs.load_preset("gpt-shakespeare-char", kind="train")
+    specs.dump_config(train, in_tmp / "run.yaml")
+    assert main(["config", "show", "run.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert specs.from_dict(yaml.safe_load(out)) == train
+    assert f"{specs.parameter_count(train.model):,}" in "\n".join(_comments(out))
+
+    specs.dump_config(specs.GenerationConfig(), in_tmp / "gen.yaml")
+    assert main(["config", "show", "gen.yaml"]) == 0
+    assert _comments(capsys.readouterr().out) == []  # nothing to size
+    assert main(["config", "show", "gen.yaml", "--sizes"]) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line == "lmplanes: error: gen.yaml is a generation config, which describes no model to size"
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.00 KiB"), (1536, "1.50 KiB"), (3 * 2**30, "3.00 GiB"), (2**50, "1.00 PiB"),
+     (2**60, "1024.00 PiB")],
+)
+def test_human_bytes(n: int, text: str) -> None:
+    assert human_bytes(n) == text
+
+
+@pytest.mark.parametrize(
+    ("n", "text"), [(999, "999"), (1000, "1.00K"), (55_321_088, "55.32M"), (1_679_261_498, "1.68B"), (10**13, "10.00T")]
+)
+def test_human_count(n: int, text: str) -> None:
+    assert human_count(n) == text
 
 
 # -------------------------------------------------------------------------------------------------- validate

@@ -10,7 +10,7 @@ import argparse
 
 from pack.cli import build_parser
 
-MODEL = {"--checkpoint", "--gguf", "--device", "--dtype"}
+MODEL = {"--checkpoint", "--gguf", "--device", "--dtype", "--quantize"}
 SAMPLING = {
     "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--frequency-penalty",
     "--presence-penalty", "--seed", "--stop",
@@ -20,7 +20,7 @@ SURFACE = {
     "config": {"--help", "-h"},
     "config new": {"--help", "-h", "--preset", "-o", "--output", "--format", "--set", "--force"},
     "config validate": {"--help", "-h"},
-    "config show": {"--help", "-h", "--set", "--format"},
+    "config show": {"--help", "-h", "--set", "--format", "--sizes"},
     "checkpoint": {"--help", "-h"},
     "checkpoint verify": {"--help", "-h"},
     "checkpoint show": {"--help", "-h", "--json"},

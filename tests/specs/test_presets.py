@@ -11,7 +11,7 @@ from specs import ModelConfig, dumps_config, from_dict, load_config, load_preset
 
 
 def test_expected_presets_are_shipped():
-    assert {"llama-tiny", "llama-55m", "gpt-shakespeare-char"} <= set(preset_names())
+    assert {"llama-tiny", "llama-55m", "gpt-shakespeare-char", "gemma3-1b", "bert-1.7b"} <= set(preset_names())
     assert preset_names() == sorted(preset_names())
 
 
@@ -88,6 +88,15 @@ def test_llama_tiny_is_small_gqa():
     assert cfg.attention.n_heads == 4 and cfg.attention.kv_heads == 2 and cfg.head_dim == 16
     assert cfg.vocab_size == 256 and cfg.n_layers == 2 and cfg.max_seq_len == 128
     assert _param_count(cfg) < 200_000
+
+
+def test_bert_1_7b_recipe():
+    cfg = load_preset("bert-1.7b")
+    assert cfg.architecture == "encoder" and cfg.head == "mlm" and cfg.tie_embeddings
+    assert (cfg.d_model, cfg.n_layers, cfg.attention.n_heads, cfg.mlp_hidden) == (2048, 32, 16, 8192)
+    assert cfg.positions == "learned" and cfg.max_seq_len == 512 and cfg.type_vocab_size == 2
+    assert cfg.residual == "post" and cfg.norm == "layernorm" and cfg.norm_bias and cfg.embedding_norm
+    assert not cfg.final_norm and cfg.mlp.kind == "gelu" and cfg.mlp.bias and cfg.attention.bias
 
 
 def test_preset_loads_are_independent():

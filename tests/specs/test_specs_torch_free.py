@@ -14,6 +14,7 @@ cfg = specs.load_preset('llama-55m')
 specs.load_config(sys.argv[1])
 specs.apply_overrides(cfg, ['n_layers=2'])
 specs.dumps_config(cfg, 'json')
+specs.model_sizes(cfg)
 assert 'torch' not in sys.modules, 'specs imported torch'
 planes = {'tensor', 'kernel', 'attn', 'blocks', 'model', 'data', 'train', 'serve', 'eval', 'export', 'governance',
           'rag', 'pack'}

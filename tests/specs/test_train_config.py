@@ -83,6 +83,7 @@ def test_problems_inside_the_nested_model_name_their_path(tmp_path):
         ("device=tpu", "device", "must be auto, cpu, cuda"),
         ("schedule.decay_steps=50", "schedule.decay_steps", "must exceed warmup_steps (100)"),
         ("precision=float16", "precision", "float16"),
+        ("model.dtype=bfloat16", "model.dtype", "training keeps float32 parameters and optimizer states"),
     ],
 )
 def test_impossible_runs_are_refused(override, path, fragment):
