@@ -166,3 +166,21 @@ def test_parameter_count_follows_the_formula(moe: str) -> None:
     dense_mlp = 3 * cfg.d_model * cfg.mlp_hidden
     expected = model.count_parameters(dense) + n_moe * (moe_layer_parameters(cfg.moe, cfg.d_model) - dense_mlp)
     assert model.count_parameters(cfg) == expected
+
+
+@torch.no_grad()
+def test_a_deltanet_hybrid_with_moe_decodes_like_its_full_forward() -> None:
+    """The seed's qwen3_mini shape (Gated DeltaNet hybrid + MoE): decoding through the hybrid cache equals the
+    full forward (the tolerance of ``test_hybrid_deltanet.py``: chunked vs recurrent DeltaNet, observed 5e-6),
+    and the forward still returns its balance loss."""
+    cfg = specs.apply_overrides(
+        specs.load_preset("llama-tiny"),
+        ["n_layers=4", "init_std=0.08", "deltanet={n_heads: 2, head_k_dim: 16, n_value_heads: 4, hybrid_ratio: 3}",
+         "moe={n_experts: 4, top_k: 2, expert_hidden: 48, n_shared_experts: 1, aux_loss_weight: 0.01}"],
+    )
+    m = _build(cfg).eval()
+    ids = _batch(cfg).input_ids[:2, :13]
+    cache = m.new_cache(2, 16)
+    steps = [m(ids[:, :5], cache=cache)] + [m(ids[:, t : t + 1], cache=cache) for t in range(5, 13)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), m(ids), atol=1e-5, rtol=0)
+    assert "moe_balance" in m(ids, output="hidden").aux_losses
