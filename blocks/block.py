@@ -12,7 +12,7 @@ from torch import nn
 from attn.context import NO_CONTEXT, AttentionContext
 from blocks.drop_path import DropPath
 from blocks.mixers import build_mixer
-from blocks.mlp import build_mlp
+from blocks.moe import build_feed_forward
 from blocks.norms import build_norm
 from specs.model_config import ModelConfig
 
@@ -23,7 +23,7 @@ class _Block(nn.Module):
         self.attn_norm = build_norm(cfg)
         self.attn = build_mixer(cfg, layer_idx, causal=causal)  # softmax attention, or Gated DeltaNet in a hybrid
         self.mlp_norm = build_norm(cfg)
-        self.mlp = build_mlp(cfg)
+        self.mlp = build_feed_forward(cfg, layer_idx)
         # Stochastic depth grows linearly with depth, reaching cfg.drop_path at the last layer.
         rate = cfg.drop_path * layer_idx / max(cfg.n_layers - 1, 1)
         self.branch_drop = nn.Sequential(nn.Dropout(cfg.dropout), DropPath(rate))
@@ -34,7 +34,7 @@ class PreNormBlock(_Block):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         x = x + self.branch_drop(self.attn(self.attn_norm(x), ctx))
-        return x + self.branch_drop(self.mlp(self.mlp_norm(x)))
+        return x + self.branch_drop(self.mlp(self.mlp_norm(x), ctx))
 
 
 class PostNormBlock(_Block):
@@ -42,7 +42,7 @@ class PostNormBlock(_Block):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         x = self.attn_norm(x + self.branch_drop(self.attn(x, ctx)))
-        return self.mlp_norm(x + self.branch_drop(self.mlp(x)))
+        return self.mlp_norm(x + self.branch_drop(self.mlp(x, ctx)))
 
 
 class SandwichNormBlock(_Block):
@@ -57,7 +57,7 @@ class SandwichNormBlock(_Block):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         x = x + self.branch_drop(self.attn_out_norm(self.attn(self.attn_norm(x), ctx)))
-        return x + self.branch_drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))
+        return x + self.branch_drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x), ctx)))
 
 
 BLOCKS: dict[str, type[_Block]] = {"pre": PreNormBlock, "post": PostNormBlock, "sandwich": SandwichNormBlock}

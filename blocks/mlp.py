@@ -1,6 +1,7 @@
 """Feed-forward layers: the GPT MLP (fc -> GELU -> proj) and the gated ones, SwiGLU (down(silu(gate) * up)) and
 GeGLU (down(gelu(gate) * up), Gemma). ``dropout`` applies to the hidden activations, before the down projection
-(BART's ``activation_dropout``)."""
+(BART's ``activation_dropout``). A block calls its feed-forward as ``mlp(x, ctx)``: the dense layers ignore the
+per-forward context, a MoE layer (:mod:`blocks.moe`) reports its router statistics into it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attn.context import NO_CONTEXT, AttentionContext
 from specs.model_config import ModelConfig
 
 
@@ -19,7 +21,7 @@ class GeluMLP(nn.Module):
         self.approximate = approximate
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         return self.proj(self.dropout(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
@@ -36,7 +38,7 @@ class SwiGLU(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         return F.silu(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         return self.w2(self.dropout(self.gate(self.w1(x)) * self.w3(x)))
 
 

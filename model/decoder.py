@@ -18,12 +18,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from attn.context import AttentionContext
+from attn.context import AttentionContext, ForwardRecord
 from attn.gated_deltanet import GatedDeltaNet
 from attn.hybrid_cache import HybridCache
 from attn.kv_cache import StaticKVCache
 from attn.paged_kv_cache import PagedKVCache
 from blocks.block import build_block
+from blocks.moe import RECORD_KEY, SwiGLUExperts
+from blocks.moe_losses import moe_losses
 from blocks.norms import RMSNorm, build_norm
 from blocks.scaling import scale_or_identity, softcap_or_identity
 from model.inputs import check_cache, check_cache_len, check_input_ids, check_positions, default_positions
@@ -79,7 +81,11 @@ class DecoderLM(nn.Module):
         x, rope = self.positions(self.embed_scale(self.tok_embeddings(input_ids)), positions)
         _, local_rope = self.local_positions(x, positions)
         x = self.dropout(x)
-        ctx = AttentionContext(rope=rope, local_rope=local_rope, allow_mask=attn_mask, cache=cache, step=step)
+        # MoE layers report their router statistics here, for this forward's auxiliary losses (never model state).
+        record = ForwardRecord() if self.config.moe is not None else None
+        ctx = AttentionContext(
+            rope=rope, local_rope=local_rope, allow_mask=attn_mask, cache=cache, step=step, record=record
+        )
         for layer in self.layers:
             x = layer(x, ctx)
         if cache is not None:
@@ -89,8 +95,12 @@ class DecoderLM(nn.Module):
             return self.logit_softcap(self.lm_head(hidden))
         if output not in ("hidden", "all"):
             raise ValueError(f"output must be 'logits', 'hidden' or 'all', got {output!r}")
-        # A dense decoder has no auxiliary objectives; MoE blocks will report theirs through this field.
-        return LMOutput(hidden=hidden, logits=self.logit_softcap(self.lm_head(hidden)) if output == "all" else None)
+        aux_losses: dict[str, torch.Tensor] = {}
+        metrics: dict[str, torch.Tensor] = {}
+        if record is not None and self.config.moe is not None:  # a dense decoder has no auxiliary objectives
+            aux_losses, metrics = moe_losses(record.close().get(RECORD_KEY, []), self.config.moe)
+        logits = self.logit_softcap(self.lm_head(hidden)) if output == "all" else None
+        return LMOutput(hidden=hidden, logits=logits, aux_losses=aux_losses, metrics=metrics)
 
     def output_head(self) -> nn.Module:
         """Final hidden states ``(..., C)`` -> logits ``(..., V)``: ``lm_head``, then the final soft-cap if any.
@@ -159,6 +169,8 @@ class DecoderLM(nn.Module):
                 init_normal_(module.weight, residual_std(std, self.config.n_layers) if writes_residual else std)
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, SwiGLUExperts):
+                module.init_weights(std, residual_std(std, self.config.n_layers))
             elif isinstance(module, (RMSNorm, nn.LayerNorm)):
                 module.reset_parameters()  # unit scale, zero bias
             elif isinstance(module, GatedDeltaNet):

@@ -7,7 +7,8 @@ for encoders, ``AutoModelForSeq2SeqLM`` for encoder-decoders).
 (:data:`HF_FAMILIES`), supplies the config mapping and plain name tables
 (``config_from_hf``, ``hf_config``, ``export_problems``, ``hf_name``, ``ignored``); a tensor stored in another
 layout (GPT-2's transposed ``Conv1D`` weights and fused q/k/v) is named with a :class:`model.loading.Packed`
-entry, which unpacks on import and packs on export. The loading, checking and writing here are shared by all
+entry, which unpacks on import and packs on export, and a tensor of ours stored as one tensor per slice (a
+MoE's experts) with a :class:`model.loading.Stacked` entry. The loading, checking and writing here are shared by all
 families.
 """
 
@@ -30,8 +31,10 @@ from model.hf_bert import BertFamily
 from model.hf_gemma import Gemma2Family, Gemma3TextFamily
 from model.hf_gpt2 import GPT2Family
 from model.hf_llama import LlamaFamily
+from model.hf_mixtral import MixtralFamily
 from model.hf_qwen import Qwen2Family, Qwen3Family
-from model.loading import Packed, Where, load_weights, stored_tensors
+from model.hf_qwen_moe import Qwen2MoeFamily
+from model.loading import Packed, Stacked, Where, load_weights, stored_tensors
 from model.target_rules import HUGGING_FACE
 from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
 from specs.errors import CheckpointError
@@ -76,6 +79,8 @@ HF_FAMILIES: dict[str, HFFamily] = {
     "gpt2": GPT2Family(),
     "bert": BertFamily(),
     "bart": BartFamily(),
+    "mixtral": MixtralFamily(),
+    "qwen2_moe": Qwen2MoeFamily(),
 }
 
 _CONFIG = "config.json"
@@ -146,6 +151,9 @@ def to_hf(model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = F
         if isinstance(hf_name, Packed):  # one piece of a stored tensor: packed once all pieces are in
             packed.setdefault(hf_name.name, (hf_name, {}))[1][hf_name.part] = tensor
             continue
+        if isinstance(hf_name, Stacked):  # one stored tensor per slice (a MoE's experts)
+            tensors.update(hf_name.pack(tensor))
+            continue
         if hf_name in tensors:  # tied: several of our names share one stored tensor
             if not torch.equal(tensors[hf_name], tensor):
                 raise ValueError(f"{ours} should be tied to (equal to) the tensor stored as {hf_name}, but differs")
@@ -196,6 +204,8 @@ def _base_model_names(names: dict[str, Where], root: Path, family: HFFamily) -> 
     def strip(where: Where) -> Where:
         if isinstance(where, Packed):
             return dataclasses.replace(where, name=where.name.removeprefix(prefix))
+        if isinstance(where, Stacked):
+            return Stacked(tuple(name.removeprefix(prefix) for name in where.names))
         return where.removeprefix(prefix)
 
     return {ours: strip(where) for ours, where in names.items()}

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from model.loading import Packed, Where
+from model.loading import Packed, Stacked, Where
 from specs.config_io import from_dict
 from specs.model_config import ModelConfig
 
@@ -66,6 +66,7 @@ def decoder_export_problems(cfg: ModelConfig, family: str) -> list[str]:
             f"attention.out_bias differs from attention.bias; {family} has one bias setting for q, k, v and output",
         ),
         (cfg.norm_weight_offset != 0, f"norm_weight_offset is {cfg.norm_weight_offset}; {family} has none"),
+        (cfg.moe is not None, f"moe is set; {family} has dense feed-forward layers only"),
         (cfg.type_vocab_size > 0, f"type_vocab_size is {cfg.type_vocab_size}; {family} has no token types"),
         (cfg.embedding_norm, f"embedding_norm is set; {family} has no norm on the embeddings"),
         (cfg.embedding_scale is not None, f"embedding_scale is set; {family} does not scale its embeddings"),
@@ -90,6 +91,8 @@ def mapped_name(
     where, prefix = layer_names[match.group(2)], layers.format(i=match.group(1))
     if isinstance(where, Packed):
         return dataclasses.replace(where, name=prefix + where.name)
+    if isinstance(where, Stacked):
+        return Stacked(tuple(prefix + name for name in where.names))
     return prefix + where
 
 

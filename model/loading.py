@@ -3,7 +3,8 @@
 Our checkpoints and Hugging Face imports differ only in how tensors are named and laid out on disk, so both
 go through :func:`check_stored` / :func:`load_weights` with a *name map*: our state-dict name -> the stored
 name, or a :class:`Packed` entry when the stored tensor holds ours in another layout (transposed, or several of
-ours concatenated: GPT-2's ``Conv1D`` weights and fused ``c_attn``). The model is built on the meta device, the
+ours concatenated: GPT-2's ``Conv1D`` weights and fused ``c_attn``), or a :class:`Stacked` entry when ours is
+stored as one tensor per slice (a MoE's batched experts, one tensor per expert in Hugging Face files). The model is built on the meta device, the
 safetensors headers are read and compared with it (names, shapes -- a packed entry gives the stored shape from
 ours --, index consistency) and every problem is reported at once as a :class:`specs.CheckpointError`, before
 a single tensor is read; then the tensors are loaded straight onto the target device with ``assign=True`` and
@@ -65,11 +66,35 @@ class Packed:
         return (whole.t() if self.transposed else whole).contiguous()
 
 
-Where = str | Packed  # a name map's value: the stored name, or where in a stored tensor of another layout
+@dataclass(frozen=True, slots=True)
+class Stacked:
+    """One of our tensors stored as ``len(names)`` tensors, slice ``i`` of our dim 0 under ``names[i]`` (our
+    ``(E, out, in)`` expert weights; Hugging Face stores ``experts.{i}.w1.weight`` per expert).
+    :meth:`unpack` on load, :meth:`pack` on export, :meth:`stored_shape` of each stored slice."""
+
+    names: tuple[str, ...]
+
+    def stored_shape(self, ours: Sequence[int]) -> tuple[int, ...]:
+        return tuple(ours[1:])
+
+    def unpack(self, stored: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(stored))
+
+    def pack(self, ours: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stored name -> its slice of ``ours``, each a contiguous tensor of its own."""
+        if ours.shape[0] != len(self.names):
+            raise ValueError(f"{self.names[0]}...: {len(self.names)} stored slices, but our tensor has {ours.shape[0]}")
+        return {name: piece.clone() for name, piece in zip(self.names, ours.unbind(0), strict=True)}
 
 
-def stored_name(where: Where) -> str:
-    return where.name if isinstance(where, Packed) else where
+Where = str | Packed | Stacked  # a name map's value: the stored name(s), or where in a stored tensor of another layout
+
+
+def stored_names(where: Where) -> tuple[str, ...]:
+    """The stored tensors ``where`` reads."""
+    if isinstance(where, Stacked):
+        return where.names
+    return (where.name if isinstance(where, Packed) else where,)
 
 
 def stored_tensors(root: Path) -> tuple[dict[str, StoredTensor], list[str]]:
@@ -133,21 +158,21 @@ def compare(
     if unmapped:  # an assembler/name-table mismatch, not a damaged file; still reported, never guessed
         problems.append(f"no stored name is known for our tensors: {', '.join(unmapped)}")
     for ours, where in names.items():
-        name = stored_name(where)
-        expected = where.stored_shape(wanted[ours]) if isinstance(where, Packed) else wanted[ours]
-        if name in stored and stored[name].shape != expected:
-            problems.append(
-                f"{stored[name].file}: tensor {name!r} has shape {list(stored[name].shape)}, the model built from "
-                f"{described_by} expects {list(expected)}"
-            )
-        elif name not in stored and complete:  # an unreadable file's tensors are not known to be missing
-            problems.append(f"missing tensor {name!r} (shape {list(expected)}): not in {searched}")
-    mapped = {stored_name(where) for where in names.values()}
+        expected = wanted[ours] if isinstance(where, str) else where.stored_shape(wanted[ours])
+        for name in stored_names(where):
+            if name in stored and stored[name].shape != expected:
+                problems.append(
+                    f"{stored[name].file}: tensor {name!r} has shape {list(stored[name].shape)}, the model built "
+                    f"from {described_by} expects {list(expected)}"
+                )
+            elif name not in stored and complete:  # an unreadable file's tensors are not known to be missing
+                problems.append(f"missing tensor {name!r} (shape {list(expected)}): not in {searched}")
+    mapped = {name for where in names.values() for name in stored_names(where)}
     for name in sorted(set(stored) - mapped):
         if ignored(name):
             continue
         why = (
-            f"the config ties it to {stored_name(names[name])!r}"
+            f"the config ties it to {stored_names(names[name])[0]!r}"
             if name in names
             else f"the model built from {described_by} has none"
         )
@@ -170,8 +195,9 @@ def load_weights(
     entries are unpacked."""
     stored = check_stored(model, root, names, ignored=ignored, described_by=described_by)
     loaded: dict[str, torch.Tensor] = {}
-    with _open(root, {stored[stored_name(where)].file for where in names.values()}) as handles:
-        for name in dict.fromkeys(stored_name(where) for where in names.values()):
+    wanted = dict.fromkeys(name for where in names.values() for name in stored_names(where))
+    with _open(root, {stored[name].file for name in wanted}) as handles:
+        for name in wanted:
             try:
                 tensor = handles[stored[name].file].get_tensor(name)
             except (SafetensorError, OSError, RuntimeError) as exc:
@@ -179,10 +205,7 @@ def load_weights(
             if dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(dtype)
             loaded[name] = tensor.to(device)
-    state = {
-        ours: where.unpack(loaded[where.name]) if isinstance(where, Packed) else loaded[where]
-        for ours, where in names.items()
-    }
+    state = {ours: _unpack(where, loaded) for ours, where in names.items()}
     assign(model, state, root)
 
 
@@ -194,6 +217,14 @@ def assign(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str | 
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise CheckpointError([f"{n}: not restored (still on the meta device)" for n in left], source)
+
+
+def _unpack(where: Where, loaded: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    if isinstance(where, Packed):
+        return where.unpack(loaded[where.name])
+    if isinstance(where, Stacked):
+        return where.unpack([loaded[name] for name in where.names])
+    return loaded[where]
 
 
 @contextlib.contextmanager

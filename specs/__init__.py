@@ -26,6 +26,7 @@ from specs.errors import CheckpointError, ConfigError, InputError, ShapeError
 from specs.generation_config import GenerationConfig
 from specs.manifest import read_manifest, verify_manifest, write_manifest
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
+from specs.moe_config import MoEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, ParallelizableModel, Seq2SeqLM
 from specs.sizing import ModelSizes, model_sizes, parameter_count, parameter_parts
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
@@ -60,6 +61,7 @@ __all__ = [
     "ModelConfig",
     "ModelSizes",
     "ModelStore",
+    "MoEConfig",
     "OptimizerConfig",
     "PagedCache",
     "PagedSpec",

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from specs.config_io import FieldProblem, config_kind, register_migration
 from specs.deltanet_config import DeltaNetConfig
 from specs.kernel_names import kernel_name_problem
+from specs.moe_config import MoEConfig
 
 RopeScaling = Literal["none", "linear", "ntk", "dynamic", "llama3", "yarn"]
 
@@ -173,6 +174,7 @@ class ModelConfig:
     encoder_layers: int | None = None  # encoder_decoder only: the encoder's blocks; None: n_layers
     attention: AttentionConfig
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    moe: MoEConfig | None = None  # Mixture-of-Experts feed-forward on the layers it selects; None: dense
     positions: Literal["rope", "learned", "sinusoidal", "none"] = "rope"
     rope: RoPEConfig | None = None
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
@@ -238,6 +240,11 @@ class ModelConfig:
             raise FieldProblem("norm_weight_offset", "applies to RMSNorm only")
         if self.rope is not None and self.rope.local_theta is not None and self.attention.window is None:
             raise FieldProblem("rope.local_theta", "is set but no layer has a sliding window")
+        if self.moe is not None:
+            if self.architecture != "decoder":  # only DecoderLM returns the auxiliary losses
+                raise FieldProblem("moe", f"is supported by decoders; architecture is {self.architecture!r}")
+            if not any(self.moe.is_moe_layer(i) for i in range(self.n_layers)):
+                raise FieldProblem("moe", f"selects none of the {self.n_layers} layers (first_dense_layers, every)")
         if self.deltanet is not None:
             if self.architecture != "decoder":
                 raise FieldProblem("deltanet", f"Gated DeltaNet layers are causal; architecture is {self.architecture!r}")

@@ -33,12 +33,14 @@ class LMOutput:
     ``aux_losses``: auxiliary losses of this forward (MoE load-balancing and router z losses), keyed by name
     and already weighted; empty for dense models. Trainers add their sum to the loss. They are returned with
     the output they belong to, never kept as state, so activation-checkpoint recomputation and pipeline
-    stages cannot mix them up.
+    stages cannot mix them up. ``metrics``: detached measurements of this forward for logging, never part of
+    the loss (MoE with a capacity: ``moe_dropped``, the fraction of expert assignments dropped).
     """
 
     hidden: torch.Tensor
     logits: torch.Tensor | None = None
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig
+from specs.moe_config import MoEConfig
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _FP32 = 4
@@ -31,8 +32,9 @@ def parameter_count(cfg: ModelConfig) -> int:
 def parameter_parts(cfg: ModelConfig) -> Parts:
     """The parameter count by part, in model order, parts of size zero left out: ``embeddings``,
     ``positions``, ``token_types``, ``embedding_norm``, then per-layer parts summed over the layers
-    (``attention``, ``mlp``, ``block_norms``; an encoder-decoder's encoder blocks included, and its decoder
-    blocks' ``cross_attention``), then ``final_norm`` and ``head``."""
+    (``attention`` or ``deltanet``, ``mlp`` or a MoE's ``router``/``experts``/``shared_experts``, ``block_norms``;
+    an encoder-decoder's encoder blocks included, and its decoder blocks' ``cross_attention``), then
+    ``final_norm`` and ``head``."""
     parts: Parts = {}
     _add(parts, embedding_parts(cfg))
     for layer in range(cfg.n_layers):
@@ -63,11 +65,11 @@ def embedding_parts(cfg: ModelConfig) -> Parts:
 def layer_parts(cfg: ModelConfig, layer: int, *, cross_attention: bool | None = None) -> Parts:
     """Block ``layer`` (0-based): its token mixer, its feed-forward and its norms.
 
-    A Gated DeltaNet layer of a hybrid stack counts its mixer as ``deltanet`` instead of ``attention``. An
-    encoder-decoder's decoder blocks (``cross_attention``, default: whether the model is one) add a
-    ``cross_attention`` part (the ``attention`` config again) and a norm for it. Where the coming families
-    attach: an MoE layer counts its router, experts and shared experts instead of ``mlp``. Each stays a named
-    part, so ``config show`` lists it.
+    A Gated DeltaNet layer of a hybrid stack counts its mixer as ``deltanet`` instead of ``attention``; a MoE
+    layer counts its feed-forward as ``router``, ``experts`` and ``shared_experts`` (:func:`moe_parts`) instead
+    of ``mlp``; an encoder-decoder's decoder blocks (``cross_attention``, default: whether the model is one) add
+    a ``cross_attention`` part (the ``attention`` config again) and a norm for it. Each stays a named part, so
+    ``config show`` lists it.
     """
     cross = cfg.architecture == "encoder_decoder" if cross_attention is None else cross_attention
     norms_per_block = 4 if cfg.residual == "sandwich" else 2  # sandwich: a norm on each branch's output too
@@ -77,11 +79,12 @@ def layer_parts(cfg: ModelConfig, layer: int, *, cross_attention: bool | None = 
         mixer = {"attention": attention_parameters(cfg.attention, cfg.d_model, head_dim=cfg.head_dim)}
     if cross:
         mixer["cross_attention"] = attention_parameters(cfg.attention, cfg.d_model, head_dim=cfg.head_dim)
-    return {
-        **mixer,
-        "mlp": mlp_parameters(cfg.mlp, cfg.d_model, cfg.mlp_hidden),
-        "block_norms": (norms_per_block + (1 if cross else 0)) * norm_parameters(cfg, cfg.d_model),
-    }
+    if cfg.moe is not None and cfg.moe.is_moe_layer(layer):
+        feed_forward = moe_parts(cfg.moe, cfg.d_model)
+    else:
+        feed_forward = {"mlp": mlp_parameters(cfg.mlp, cfg.d_model, cfg.mlp_hidden)}
+    norms = (norms_per_block + (1 if cross else 0)) * norm_parameters(cfg, cfg.d_model)
+    return {**mixer, **feed_forward, "block_norms": norms}
 
 
 def output_parts(cfg: ModelConfig) -> Parts:
@@ -128,6 +131,19 @@ def mlp_parameters(mlp: MLPConfig, d_model: int, hidden: int) -> int:
     """GELU: ``fc`` and ``proj``; SwiGLU/GeGLU: gate, up and down. An MoE expert is one of these."""
     n_in = 2 if mlp.kind in ("swiglu", "geglu") else 1
     return n_in * linear_parameters(d_model, hidden, bias=mlp.bias) + linear_parameters(hidden, d_model, bias=mlp.bias)
+
+
+def moe_parts(moe: MoEConfig, d_model: int) -> Parts:
+    """One MoE feed-forward (``blocks.MoE``): the bias-free router (``E * C``), ``E`` bias-free SwiGLU experts
+    (``3 * E * C * expert_hidden``), and the shared experts as one SwiGLU of their summed width, plus ``C`` for
+    the shared-expert gate."""
+    swiglu = MLPConfig(kind="swiglu")
+    shared = mlp_parameters(swiglu, d_model, moe.shared_hidden) if moe.n_shared_experts else 0
+    return {
+        "router": linear_parameters(d_model, moe.n_experts, bias=False),
+        "experts": moe.n_experts * mlp_parameters(swiglu, d_model, moe.expert_hidden),
+        "shared_experts": shared + (d_model if moe.shared_expert_gate else 0),
+    }
 
 
 def _add(total: Parts, parts: Parts) -> None:

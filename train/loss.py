@@ -22,7 +22,8 @@ CHUNK_TOKENS = 4096
 
 def lm_loss(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(loss, parts)``: the mean cross-entropy of ``batch.labels`` (``-100`` ignored) plus the sum of the
-    auxiliary losses; ``parts`` holds ``"ce"`` and each auxiliary loss by name (detached, for logging)."""
+    auxiliary losses; ``parts`` holds ``"ce"``, each auxiliary loss by name and the model's metrics of the
+    forward (``LMOutput.metrics``), all detached, for logging."""
     if batch.labels is None:
         raise ValueError("the batch has no labels to train on")
     vocab = model.config.vocab_size
@@ -40,7 +41,7 @@ def lm_loss(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, dict[str, torc
         assert out.logits is not None  # output="all" always carries them
         ce = F.cross_entropy(out.logits.reshape(-1, vocab).float(), labels, ignore_index=IGNORE_INDEX)
     loss = ce + sum(out.aux_losses.values(), torch.zeros((), device=ce.device))
-    return loss, {"ce": ce.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}}
+    return loss, {"ce": ce.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}, **out.metrics}
 
 
 def chunked_cross_entropy(

@@ -59,6 +59,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "softcap": ("llama-tiny", ["attention.softcap=30"]),  # under "auto" only "manual" can serve softcap
     "window": ("llama-tiny", ["attention.window=5"]),  # sequences below are longer than the window
     "post-norm": ("llama-tiny", ["residual=post"]),
+    # dropless token-choice MoE on layer 1 (layer 0 dense): each token's routing depends on that token alone
+    "moe": ("llama-tiny", ["moe={n_experts: 4, top_k: 2, expert_hidden: 48, n_shared_experts: 1, shared_expert_gate: true, every: 2}"]),
 }
 
 

@@ -24,6 +24,9 @@ PART_OF = (
     (r"embedding_norm\.", "embedding_norm"),
     (r"layers\.\d+\.attn\.", "attention"),
     (r"layers\.\d+\.cross_attn\.", "cross_attention"),
+    (r"layers\.\d+\.mlp\.router\.", "router"),  # a MoE feed-forward's parts
+    (r"layers\.\d+\.mlp\.experts\.", "experts"),
+    (r"layers\.\d+\.mlp\.shared\.", "shared_experts"),
     (r"layers\.\d+\.mlp\.", "mlp"),
     (r"layers\.\d+\.\w+_norm\.", "block_norms"),
     (r"norm\.", "final_norm"),
@@ -78,6 +81,10 @@ VARIANTS = {
     "sinusoidal": ("llama-tiny", ["positions=sinusoidal", "rope=null"]),
     "decoder-ignores-encoder-fields": ("llama-tiny", ["type_vocab_size=2", "embedding_norm=true"]),
     "deltanet-hybrid": ("llama-tiny", ["n_layers=5", "deltanet={n_heads: 2, head_k_dim: 16, n_value_heads: 4, hybrid_ratio: 3}"]),
+    "moe": ("llama-tiny", ["moe={n_experts: 4, top_k: 2, expert_hidden: 48}"]),
+    "moe-shared-gated-sparse": ("llama-tiny", ["n_layers=5", "moe={n_experts: 8, top_k: 1, expert_hidden: 16,"
+                                               " n_shared_experts: 2, shared_expert_hidden: 24, shared_expert_gate: true,"
+                                               " every: 2, first_dense_layers: 1}"]),
     "gemma-like": ("llama-tiny", ["residual=sandwich", "attention.qk_norm=true", "attention.window=8",
                                   "attention.global_every=2", "mlp.kind=geglu", "embedding_scale=8.0"]),
 }
