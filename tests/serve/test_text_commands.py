@@ -51,7 +51,7 @@ class _Writes(io.StringIO):
 
 
 def test_the_answer_is_written_as_it_is_generated(tiny_checkpoint):
-    args = argparse.Namespace(checkpoint=str(tiny_checkpoint), gguf=None, device="cpu", dtype=None)
+    args = argparse.Namespace(checkpoint=str(tiny_checkpoint), gguf=None, device="cpu", dtype=None, quantize=None)
     out = _Writes()
     with served_model(args) as served:
         ids = served.encode("Once upon a time")
@@ -133,7 +133,7 @@ def test_max_len_caps_a_request_and_the_engine_cache(tiny_checkpoint):
     context) and the engine's rows are that long, not the model's whole context."""
     from pack.model_source import load_served_model
 
-    args = argparse.Namespace(checkpoint=str(tiny_checkpoint), gguf=None, device="cpu", dtype=None)
+    args = argparse.Namespace(checkpoint=str(tiny_checkpoint), gguf=None, device="cpu", dtype=None, quantize=None)
     served = load_served_model(args, max_batch=2, max_len=100)
     try:
         assert served.context_len == 100
