@@ -152,7 +152,7 @@ class MLPConfig:
             raise FieldProblem("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
-@config_kind("model", version=3)
+@config_kind("model", version=4)
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelConfig:
     """A transformer language model. ``architecture`` picks the assembler in the ``model`` plane: ``decoder``
@@ -330,4 +330,23 @@ def _model_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
 @register_migration("model", from_version=2)
 def _model_v2_to_v3(old: dict[str, Any]) -> dict[str, Any]:
     """v3 adds options (encoders, Gemma/Qwen options, more RoPE scalings) whose defaults are v2's behaviour."""
+    return dict(old)
+
+
+_V4_DEFAULTS: dict[str, Any] = {"moe": None, "deltanet": None, "encoder_layers": None, "position_offset": 0,
+                                "logits_bias": False}
+
+
+@register_migration("model", from_version=3)
+def _model_v3_to_v4(old: dict[str, Any]) -> dict[str, Any]:
+    """v4 adds Mixture-of-Experts (``moe``), Gated DeltaNet hybrids (``deltanet``), encoder-decoders
+    (``encoder_layers``, ``position_offset``, ``logits_bias``) and ``mlp.dropout``, all off by default: a v3 file
+    means what it meant. A v3 file that switches one on was written for v4 and says so wrongly."""
+    v4_only = [key for key, default in _V4_DEFAULTS.items() if old.get(key, default) != default]
+    if isinstance(old.get("mlp"), dict) and old["mlp"].get("dropout", 0.0) != 0.0:
+        v4_only.append("mlp.dropout")
+    if old.get("architecture") == "encoder_decoder":
+        v4_only.append("architecture: encoder_decoder")
+    if v4_only:
+        raise FieldProblem("version", f"the file says version 3 but uses v4 fields ({', '.join(v4_only)}); set version: 4")
     return dict(old)

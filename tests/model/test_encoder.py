@@ -21,7 +21,7 @@ from specs.errors import InputError, ShapeError
 
 BERT_TINY = {
     "kind": "model",
-    "version": 3,
+    "version": 4,
     "name": "bert-tiny-test",
     "architecture": "encoder",
     "head": "mlm",

@@ -30,7 +30,7 @@ VOCAB = 61
 BART = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
             decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=32,
             dropout=0.0, scale_embedding=True)
-LLAMA = dict(kind="model", version=3, name="llama-encdec-tiny", architecture="encoder_decoder", vocab_size=VOCAB,
+LLAMA = dict(kind="model", version=4, name="llama-encdec-tiny", architecture="encoder_decoder", vocab_size=VOCAB,
              d_model=32, n_layers=3, encoder_layers=2, max_seq_len=32, attention={"n_heads": 4, "n_kv_heads": 2},
              mlp={"kind": "swiglu", "hidden": 48}, positions="rope", rope={"theta": 10000.0}, norm="rmsnorm",
              tie_embeddings=True)

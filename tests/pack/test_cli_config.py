@@ -81,13 +81,13 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_new_show_validate_round_trip(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "new", "llama-tiny", "-o", "m.yaml", "--set", "n_layers=3"]) == 0
-    assert "wrote m.yaml (model v3, from preset llama-tiny)" in capsys.readouterr().out
+    assert "wrote m.yaml (model v4, from preset llama-tiny)" in capsys.readouterr().out
 
     expected = specs.apply_overrides(specs.load_preset("llama-tiny"), ["n_layers=3"])
     assert specs.load_config(in_tmp / "m.yaml") == expected
 
     assert main(["config", "validate", "m.yaml"]) == 0
-    assert capsys.readouterr().out == "ok: m.yaml (model v3)\n"
+    assert capsys.readouterr().out == "ok: m.yaml (model v4)\n"
 
     assert main(["config", "show", "m.yaml"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == specs.to_dict(expected)
@@ -101,7 +101,7 @@ def test_new_show_validate_round_trip(in_tmp: Path, capsys: pytest.CaptureFixtur
 def test_every_preset_writes_a_valid_file(preset: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "new", "--preset", preset]) == 0
     assert main(["config", "validate", f"{preset}.yaml"]) == 0
-    assert f"ok: {preset}.yaml (model v3)" in capsys.readouterr().out
+    assert f"ok: {preset}.yaml (model v4)" in capsys.readouterr().out
 
 
 def test_new_json_by_suffix_and_by_format(in_tmp: Path) -> None:
@@ -109,7 +109,7 @@ def test_new_json_by_suffix_and_by_format(in_tmp: Path) -> None:
     assert main(["config", "new", "llama-tiny", "-o", "sub/dir/m.json"]) == 0
     assert json.loads((in_tmp / "sub/dir/m.json").read_text())["kind"] == "model"
     assert main(["config", "new", "llama-tiny", "--format", "json"]) == 0
-    assert json.loads((in_tmp / "llama-tiny.json").read_text())["version"] == 3
+    assert json.loads((in_tmp / "llama-tiny.json").read_text())["version"] == 4
 
 
 def test_new_to_stdout(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -300,7 +300,7 @@ def test_validate_keeps_going_and_fails_if_any_fails(in_tmp: Path, capsys: pytes
     capsys.readouterr()
     assert main(["config", "validate", "bad.yaml", "missing.yaml", "good.json"]) == 1
     captured = capsys.readouterr()
-    assert captured.out == "ok: good.json (model v3)\n"
+    assert captured.out == "ok: good.json (model v4)\n"
     bad, missing = error_lines(captured.err)
     assert bad.startswith("lmplanes: error: bad.yaml: not valid YAML")
     assert missing == "lmplanes: error: missing.yaml: no such file"
@@ -317,11 +317,11 @@ def test_validate_does_not_treat_a_preset_name_as_a_file(in_tmp: Path, capsys: p
 def test_v1_file_validates_after_migration(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (in_tmp / "old.yaml").write_text(V1_CONFIG)
     assert main(["config", "validate", "old.yaml"]) == 0
-    assert capsys.readouterr().out == "ok: old.yaml (model v3, migrated from v1)\n"
+    assert capsys.readouterr().out == "ok: old.yaml (model v4, migrated from v1)\n"
 
     assert main(["config", "show", "old.yaml"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert shown["version"] == 3
+    assert shown["version"] == 4
     assert shown["attention"]["n_heads"] == 4 and shown["attention"]["n_kv_heads"] == 2
     assert shown["mlp"] == {"kind": "swiglu", "hidden": 176, "bias": False, "gelu_approximate": "none",
                              "dropout": 0.0}
@@ -345,7 +345,7 @@ def test_python_m_pack_exit_codes(tmp_path: Path) -> None:
     assert (tmp_path / "m.yaml").is_file()
 
     done = run_pack("config", "validate", "m.yaml", cwd=tmp_path)
-    assert (done.returncode, done.stdout) == (0, "ok: m.yaml (model v3)\n")
+    assert (done.returncode, done.stdout) == (0, "ok: m.yaml (model v4)\n")
 
     (tmp_path / "bad.yaml").write_text(BROKEN_CONFIG)
     done = run_pack("config", "validate", "bad.yaml", cwd=tmp_path)

@@ -121,7 +121,7 @@ def test_card_round_trips(tmp_path):
     card = _card()
     data = to_dict(card)
     assert data["kind"] == "modelcard" and data["version"] == 1
-    assert data["config"]["kind"] == "model" and data["config"]["version"] == 3
+    assert data["config"]["kind"] == "model" and data["config"]["version"] == 4
     assert json.loads(json.dumps(data)) == data
     assert from_dict(data) == card
     assert from_dict(json.loads(dumps_config(card, "json")), kind="modelcard") == card

@@ -376,7 +376,7 @@ def test_unknown_and_wrong_kind():
 def test_missing_version_fails():
     data = _tiny_dict()
     del data["version"]
-    with pytest.raises(ConfigError, match="version: missing; the current 'model' version is 3"):
+    with pytest.raises(ConfigError, match="version: missing; the current 'model' version is 4"):
         from_dict(data)
 
 
@@ -390,10 +390,10 @@ def test_bad_version_values(version):
 
 def test_newer_version_fails_clearly(tmp_path):
     data = _tiny_dict()
-    data["version"] = 4
+    data["version"] = 5
     path = tmp_path / "future.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    with pytest.raises(ConfigError, match="4 is newer than this lmplanes understands \\(3\\); upgrade lmplanes"):
+    with pytest.raises(ConfigError, match="5 is newer than this lmplanes understands \\(4\\); upgrade lmplanes"):
         load_config(path)
 
 

@@ -14,14 +14,14 @@ def test_v1_llama_tiny_file_equals_the_preset(data_dir):
     assert yaml.safe_load(path.read_text(encoding="utf-8"))["version"] == 1
     cfg = load_config(path)
     assert cfg == load_preset("llama-tiny")
-    assert to_dict(cfg)["version"] == 3
+    assert to_dict(cfg)["version"] == 4
 
 
 def test_v1_llama_tiny_file_resaves_as_v2(data_dir, tmp_path):
     cfg = load_config(data_dir / "llama-tiny.v1.yaml")
     out = dump_config(cfg, tmp_path / "llama-tiny.v2.yaml")
     data = yaml.safe_load(out.read_text(encoding="utf-8"))
-    assert data["version"] == 3 and data["attention"]["n_kv_heads"] == 2 and data["mlp"]["kind"] == "swiglu"
+    assert data["version"] == 4 and data["attention"]["n_kv_heads"] == 2 and data["mlp"]["kind"] == "swiglu"
     assert "n_heads" not in data and "rope_theta" not in data
     assert load_config(out) == cfg
 
@@ -108,11 +108,11 @@ def test_v1_file_without_version(tmp_path, data_dir):
 
 
 def test_newer_version_file(tmp_path):
-    path = dump_config(load_preset("llama-tiny"), tmp_path / "v3.json")
-    path.write_text(path.read_text(encoding="utf-8").replace('"version": 3', '"version": 4'), encoding="utf-8")
+    path = dump_config(load_preset("llama-tiny"), tmp_path / "v4.json")
+    path.write_text(path.read_text(encoding="utf-8").replace('"version": 4', '"version": 5'), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert info.value.problems == [("version", "4 is newer than this lmplanes understands (3); upgrade lmplanes")]
+    assert info.value.problems == [("version", "5 is newer than this lmplanes understands (4); upgrade lmplanes")]
     assert str(path) in str(info.value)
 
 
@@ -139,3 +139,16 @@ def test_a_version_2_file_with_a_version_1_key_is_told_so(key, value, new_path):
         f"unknown key; this looks like a version 1 key: set `version: 1` (it is migrated on load), or move it to "
         f"`{new_path}`"
     )
+
+
+def test_a_v3_file_means_what_it_meant_and_may_not_use_v4_fields():
+    base = {"kind": "model", "version": 3, "vocab_size": 10, "d_model": 64, "n_layers": 4, "max_seq_len": 8,
+            "attention": {"n_heads": 4}, "rope": {"theta": 10000.0}}
+    cfg = specs.from_dict(base)
+    assert (cfg.moe, cfg.deltanet, cfg.encoder_layers, cfg.position_offset, cfg.mlp.dropout) == (None, None, None, 0, 0.0)
+    moe = {**base, "moe": {"n_experts": 4, "top_k": 2, "expert_hidden": 32}}
+    with pytest.raises(specs.ConfigError, match=r"version: the file says version 3 but uses v4 fields \(moe\); set version: 4"):
+        specs.from_dict(moe)
+    assert specs.from_dict({**moe, "version": 4}).moe.n_experts == 4
+    with pytest.raises(specs.ConfigError, match=r"v4 fields \(mlp.dropout\)"):
+        specs.from_dict({**base, "mlp": {"dropout": 0.1}})

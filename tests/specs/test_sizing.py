@@ -12,7 +12,7 @@ from specs.sizing import model_sizes, parameter_count, parameter_parts
 # layer 0 slides over 4 tokens, layer 1 is global.
 SMALL = {
     "kind": "model",
-    "version": 3,
+    "version": 4,
     "vocab_size": 10,
     "d_model": 8,
     "n_layers": 2,

@@ -31,7 +31,7 @@ def test_a_bare_name_is_the_model_preset_and_kinds_are_separate():
 def test_round_trip_keeps_the_nested_model_kind_and_version():
     cfg = load_config("gpt-shakespeare-char", kind="train")
     data = to_dict(cfg)
-    assert (data["kind"], data["model"]["kind"], data["model"]["version"]) == ("train", "model", 3)
+    assert (data["kind"], data["model"]["kind"], data["model"]["version"]) == ("train", "model", 4)
     assert from_dict(data) == cfg
     assert from_dict(yaml.safe_load(specs.dumps_config(cfg))) == cfg
 
