@@ -34,6 +34,8 @@ def sizes_comment(sizes: ModelSizes) -> str:
     total = f"{sizes.parameters:,}"
     rows = [("parameters", f"{total} ({human_count(sizes.parameters)})")]
     rows += [(f"  {name}", f"{count:>{len(total)},}") for name, count in sizes.parts]  # aligned under the total
+    if sizes.active_parameters != sizes.parameters:
+        rows.append(("active", f"{sizes.active_parameters:,} ({human_count(sizes.active_parameters)}) per token"))
     dtype = sizes.dtype
     master = " + a float32 master copy" if sizes.fp32_master_copy else ""
     rows += [
@@ -50,6 +52,9 @@ def sizes_comment(sizes: ModelSizes) -> str:
             ("KV cache", f"{human_bytes(per_token)} per token, {human_bytes(per_row)} per row of "
              f"{sizes.max_seq_len:,} tokens ({dtype})")
         )
+        if sizes.recurrent_state_bytes_per_row:
+            rows.append(("", f"plus {human_bytes(sizes.recurrent_state_bytes_per_row)} per row of fixed DeltaNet state "
+                         "(convolution and recurrent states)"))
         if sizes.windowed_layers:
             rows.append(
                 ("", f"{sizes.windowed_layers} of {sizes.n_layers} layers slide over {sizes.window} tokens; the "

@@ -182,6 +182,8 @@ class ModelSizes:
     optimizer_bytes: int
     fp32_master_copy: bool  # whether optimizer_bytes includes a float32 copy of 16-bit weights
     kv_cache_bytes_per_token: int | None
+    recurrent_state_bytes_per_row: int  # a DeltaNet hybrid's fixed state per row (0 without DeltaNet layers)
+    active_parameters: int  # parameters one token runs through: a MoE's top_k of its routed experts
     max_seq_len: int
     n_layers: int
     windowed_layers: int
@@ -211,6 +213,8 @@ class ModelSizes:
             "training_bytes": self.training_bytes,
             "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token,
             "kv_cache_bytes_per_row": self.kv_cache_bytes_per_row,
+            "recurrent_state_bytes_per_row": self.recurrent_state_bytes_per_row,
+            "active_parameters": self.active_parameters,
             "max_seq_len": self.max_seq_len,
             "n_layers": self.n_layers,
             "windowed_layers": self.windowed_layers,
@@ -237,6 +241,8 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
         optimizer_bytes=count * _FP32 * (3 if master_copy else 2),
         fp32_master_copy=master_copy,
         kv_cache_bytes_per_token=kv,
+        recurrent_state_bytes_per_row=_recurrent_state_bytes(cfg, width),
+        active_parameters=count - _inactive_expert_parameters(cfg),
         max_seq_len=cfg.max_seq_len,
         n_layers=cfg.n_layers,
         windowed_layers=windowed,
@@ -247,3 +253,26 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
 def _attention_layers(cfg: ModelConfig) -> list[int]:
     """The layers that attend with softmax attention (all of them unless the stack is a DeltaNet hybrid)."""
     return [i for i in range(cfg.n_layers) if cfg.deltanet is None or cfg.deltanet.is_attention_layer(i)]
+
+
+def _recurrent_state_bytes(cfg: ModelConfig, width: int) -> int:
+    """Per row, each DeltaNet layer's short-convolution state (``conv_kernel - 1`` steps of its q, k, v channels,
+    in the dtype) and its recurrent state (``value_heads * head_k_dim * value_dim``, always float32)."""
+    dn = cfg.deltanet
+    if dn is None:
+        return 0
+    channels = 2 * dn.n_heads * dn.head_k_dim + dn.value_heads * dn.value_dim
+    per_layer = channels * (dn.conv_kernel - 1) * width + dn.value_heads * dn.head_k_dim * dn.value_dim * _FP32
+    return per_layer * (cfg.n_layers - len(_attention_layers(cfg)))
+
+
+def _inactive_expert_parameters(cfg: ModelConfig) -> int:
+    """Routed-expert parameters a token does not run through: ``1 - top_k / n_experts`` of each MoE layer's
+    experts (under expert choice, ``top_k`` is the average a token gets)."""
+    moe = cfg.moe
+    if moe is None:
+        return 0
+    layers = sum(moe.is_moe_layer(i) for i in range(cfg.n_layers))
+    experts = moe_parts(moe, cfg.d_model)["experts"]
+    return layers * experts * (moe.n_experts - moe.top_k) // moe.n_experts
+

@@ -110,9 +110,23 @@ def test_a_hybrids_kv_cache_counts_its_attention_layers_only() -> None:
     cfg = specs.apply_overrides(specs.load_preset(preset), overrides)
     per_token = 2 * cfg.attention.kv_heads * cfg.head_dim * 4  # float32, one attention layer (layer 3) of five
     assert specs.model_sizes(cfg).kv_cache_bytes_per_token == per_token
-    lm = model.build(cfg)
-    cache = lm.new_cache(1, 8)
-    assert cache.bytes() >= per_token * 8  # it holds at least those keys and values (plus the fixed DeltaNet state)
+    sizes = specs.model_sizes(cfg)
+    # DeltaNet layers 0-2 and 4: a 3-step convolution state over q, k, v (2*2*16 + 4*16 channels) and a (4, 16, 16)
+    # float32 recurrent state each.
+    assert sizes.recurrent_state_bytes_per_row == 4 * ((2 * 2 * 16 + 4 * 16) * 3 * 4 + 4 * 16 * 16 * 4)
+    cache = model.build(cfg).new_cache(2, 8)
+    # What the cache allocates: keys and values of 8 tokens, the fixed states, and one int64 length per row.
+    assert cache.bytes() == 2 * (per_token * 8 + sizes.recurrent_state_bytes_per_row) + 2 * 8
+
+
+def test_active_parameters_count_top_k_of_the_routed_experts() -> None:
+    cfg = specs.load_preset("qwen3-mini")
+    sizes, moe = specs.model_sizes(cfg), cfg.moe
+    assert moe is not None
+    routed = dict(sizes.parts)["experts"]
+    assert sizes.active_parameters == sizes.parameters - routed + routed * moe.top_k // moe.n_experts
+    dense = specs.model_sizes(specs.load_preset("llama-tiny"))
+    assert dense.active_parameters == dense.parameters and dense.recurrent_state_bytes_per_row == 0
 
 
 @pytest.mark.parametrize("variant", ENCODER_VARIANTS)

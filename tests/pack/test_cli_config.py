@@ -221,6 +221,14 @@ def test_show_yaml_ends_with_the_sizes_as_comments(capsys: pytest.CaptureFixture
         assert fragment in text, fragment
 
 
+def test_show_sizes_of_a_moe_deltanet_hybrid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "qwen3-mini"]) == 0
+    out = capsys.readouterr().out
+    assert "#   active            402,116,480 (402.12M) per token" in out
+    assert "plus 12.28 MiB per row of fixed DeltaNet state" in out
+    assert "#     experts           805,306,368" in out and "#     deltanet          101,255,040" in out
+
+
 def test_show_sizes_of_an_encoder_and_with_overrides(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show", "bert-1.7b"]) == 0
     text = "\n".join(_comments(capsys.readouterr().out))
