@@ -21,7 +21,7 @@ from kernel.triton_flash_fwd import LOG2E, key_range, mma, row_bounds, scores, v
 @triton.jit
 def flash_bwd_delta(OUT, DO, DELTA, sob, soh, sot, sdob, sdoh, sdot, Hq, Tq,
                     D: tl.constexpr, BLOCK_M: tl.constexpr):
-    off_bh = tl.program_id(1)
+    off_bh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
     off_b = off_bh // Hq
     off_h = off_bh % Hq
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -58,7 +58,7 @@ def flash_bwd_dkdv(
     HAS_KV_LENS: tl.constexpr, PER_ROW_OFFSET: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     start_n = tl.program_id(0) * BLOCK_N
-    off_bkh = tl.program_id(1)
+    off_bkh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
     off_b = off_bkh // Hkv
     off_kh = off_bkh % Hkv
     kv_len, offset = row_bounds(off_b, KV_LENS, Q_OFFSETS, q_offset, Tk, HAS_KV_LENS, PER_ROW_OFFSET)
@@ -122,7 +122,7 @@ def flash_bwd_dq(
     HAS_KV_LENS: tl.constexpr, PER_ROW_OFFSET: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     start_m = tl.program_id(0) * BLOCK_M
-    off_bh = tl.program_id(1)
+    off_bh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
     off_b = off_bh // Hq
     off_h = off_bh % Hq
     off_kh = off_h // groups

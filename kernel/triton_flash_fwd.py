@@ -94,7 +94,7 @@ def flash_fwd(
     HAS_KV_LENS: tl.constexpr, PER_ROW_OFFSET: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     start_m = tl.program_id(0) * BLOCK_M
-    off_bh = tl.program_id(1)
+    off_bh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
     off_b = off_bh // Hq
     off_h = off_bh % Hq
     off_kh = off_h // groups
