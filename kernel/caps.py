@@ -32,10 +32,12 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "").lower() in _TRUE
 
 
-def triton_flash_caps() -> KernelCaps:
-    """CUDA, plus CPU tensors when Triton's interpreter is on (``TRITON_INTERPRET=1`` at the time this is read;
-    the kernels are built in the same mode when they are first loaded)."""
-    devices = {"cuda", "cpu"} if triton_interpreted() else {"cuda"}
+def triton_flash_caps(*, interpreted: bool | None = None) -> KernelCaps:
+    """CUDA, plus CPU tensors when Triton's interpreter is on (by default: ``TRITON_INTERPRET`` at the time this
+    is read; the kernels are built in the same mode when they are first loaded)."""
+    if interpreted is None:
+        interpreted = triton_interpreted()
+    devices = {"cuda", "cpu"} if interpreted else {"cuda"}
     return KernelCaps(
         dtypes=frozenset({"float32", "bfloat16", "float16"}),
         devices=frozenset(devices),
