@@ -40,8 +40,8 @@ class _Plan:
     def launch_args(self) -> tuple:
         return (self.q_offset, self.scale, self.softcap, self.window)
 
-    def flags(self, dtype: torch.dtype, head_dim: int) -> dict:
-        block_m, block_n, warps, stages = _tiles(head_dim)
+    def flags(self, dtype: torch.dtype, head_dim: int, *, backward: bool) -> dict:
+        block_m, block_n, warps, stages = _tiles(head_dim, dtype, backward=backward)
         return {
             "D": head_dim, "BLOCK_M": block_m, "BLOCK_N": block_n,
             "CAUSAL": self.causal, "WINDOW": self.window > 0, "SOFTCAP": self.softcap > 0,
@@ -53,14 +53,19 @@ class _Plan:
         }
 
 
-def _tiles(head_dim: int) -> tuple[int, int, int, int]:
+def _tiles(head_dim: int, dtype: torch.dtype, *, backward: bool) -> tuple[int, int, int, int]:
     """``(BLOCK_M, BLOCK_N, num_warps, num_stages)``. The interpreter runs small tiles so that tests at tiny
-    shapes cross tile edges; on a GPU, FlashAttention-2's usual shapes (untuned: no GPU has run this yet)."""
+    shapes cross tile edges. On a GPU, FlashAttention-2's usual shapes, untuned (no GPU has run this yet) but
+    sized to stay near 100 KB of shared memory (A100: 164 KB) at head dim 128: the backward streams two tiles
+    (q and dO, or k and v) per step, so its tiles are smaller, and float32 halves them again."""
     if INTERPRETED:
         return 16, 16, 1, 1
-    if head_dim <= 64:
-        return 128, 64, 4, 3
-    return 128, 64, 8, 2
+    block_m, block_n = (64, 64) if backward else (128, 64)
+    if dtype == torch.float32:
+        block_m, block_n = block_m // 2, block_n // 2
+    warps = 4 if head_dim <= 64 else 8
+    stages = 3 if (head_dim <= 64 and not backward) else 2
+    return block_m, block_n, warps, stages
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -77,8 +82,8 @@ def _forward(q, k, v, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
     hkv, tk = k.shape[1], k.shape[2]
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = torch.empty(batch, hq, tq, device=q.device, dtype=torch.float32)
-    flags = plan.flags(q.dtype, d)
-    grid = (triton.cdiv(tq, flags["BLOCK_M"]), batch * hq)
+    flags = plan.flags(q.dtype, d, backward=False)
+    grid = (triton.cdiv(tq, flags["BLOCK_M"]) * batch * hq,)
     flash_fwd[grid](
         q, k, v, out, lse, plan.kv_lens if plan.kv_lens is not None else q,
         plan.q_offsets if plan.q_offsets is not None else q,
@@ -91,19 +96,19 @@ def _forward(q, k, v, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
 def _backward(do, q, k, v, out, lse, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, hq, tq, d = q.shape
     hkv, tk = k.shape[1], k.shape[2]
-    flags = plan.flags(q.dtype, d)
+    flags = plan.flags(q.dtype, d, backward=True)
     kv_lens = plan.kv_lens if plan.kv_lens is not None else q
     q_offsets = plan.q_offsets if plan.q_offsets is not None else q
 
     delta = torch.empty_like(lse)
-    grid_q = (triton.cdiv(tq, flags["BLOCK_M"]), batch * hq)
+    grid_q = (triton.cdiv(tq, flags["BLOCK_M"]) * batch * hq,)
     flash_bwd_delta[grid_q](out, do, delta, *_strides(out), *_strides(do), hq, tq, D=d, BLOCK_M=flags["BLOCK_M"])
 
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
-    flash_bwd_dkdv[(triton.cdiv(tk, flags["BLOCK_N"]), batch * hkv)](
+    flash_bwd_dkdv[(triton.cdiv(tk, flags["BLOCK_N"]) * batch * hkv,)](
         q, k, v, do, lse, delta, dk, dv, kv_lens, q_offsets, *common, *_strides(dk), *_strides(dv),
         hq, hkv, hq // hkv, tq, tk, *plan.launch_args(), **flags,
     )

@@ -15,16 +15,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernel.triton_flash_fwd import LOG2E, key_range, mma, row_bounds, scores, visible
+from kernel.triton_flash_fwd import LOG2E, key_range, mma, row_bounds, scores, tile_and_head, visible
 
 
 @triton.jit
 def flash_bwd_delta(OUT, DO, DELTA, sob, soh, sot, sdob, sdoh, sdot, Hq, Tq,
                     D: tl.constexpr, BLOCK_M: tl.constexpr):
-    off_bh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
+    start_m, off_bh = tile_and_head(Tq, BLOCK_M, False)
     off_b = off_bh // Hq
     off_h = off_bh % Hq
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
     row_ok = offs_m[:, None] < Tq
     o = tl.load(OUT + off_b * sob + off_h * soh + offs_m[:, None] * sot + offs_d[None, :], mask=row_ok, other=0.0)
@@ -57,8 +57,7 @@ def flash_bwd_dkdv(
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, PER_ROW_OFFSET: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    start_n = tl.program_id(0) * BLOCK_N
-    off_bkh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
+    start_n, off_bkh = tile_and_head(Tk, BLOCK_N, False)  # the first key tiles have the most causal work
     off_b = off_bkh // Hkv
     off_kh = off_bkh % Hkv
     kv_len, offset = row_bounds(off_b, KV_LENS, Q_OFFSETS, q_offset, Tk, HAS_KV_LENS, PER_ROW_OFFSET)
@@ -121,8 +120,7 @@ def flash_bwd_dq(
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, PER_ROW_OFFSET: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    start_m = tl.program_id(0) * BLOCK_M
-    off_bh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
+    start_m, off_bh = tile_and_head(Tq, BLOCK_M, True)
     off_b = off_bh // Hq
     off_h = off_bh % Hq
     off_kh = off_h // groups

@@ -31,6 +31,19 @@ def mma(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def tile_and_head(length, BLOCK: tl.constexpr, LAST_FIRST: tl.constexpr):
+    """This program's tile start along ``length`` and its flat (batch, head) index. The grid is one flat axis
+    (CUDA caps the second at 65535, and B*H can pass that), the tiles of one head adjacent; ``LAST_FIRST``
+    starts from the last tile, which under the causal rule holds the most work (better tail balance)."""
+    tiles = tl.cdiv(length, BLOCK)
+    pid = tl.program_id(0)
+    tile = pid % tiles
+    if LAST_FIRST:
+        tile = tiles - 1 - tile
+    return tile * BLOCK, (pid // tiles).to(tl.int64)  # int64: batch/head offsets can pass 2**31 elements
+
+
+@triton.jit
 def visible(q_pos, k_idx, kv_len, window, CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
     """Boolean ``(len(q_pos), len(k_idx))``: may the query at absolute position ``q_pos`` see key ``k_idx``."""
     ok = k_idx[None, :] < kv_len
@@ -93,8 +106,7 @@ def flash_fwd(
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     HAS_KV_LENS: tl.constexpr, PER_ROW_OFFSET: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    start_m = tl.program_id(0) * BLOCK_M
-    off_bh = tl.program_id(1).to(tl.int64)  # batch/head offsets can pass 2**31 elements
+    start_m, off_bh = tile_and_head(Tq, BLOCK_M, True)
     off_b = off_bh // Hq
     off_h = off_bh % Hq
     off_kh = off_h // groups
