@@ -31,7 +31,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = getattr(torch, os.environ.get("LMPLANES_PERF_DTYPE", "bfloat16" if DEVICE == "cuda" else "float32"))
 LENGTHS = (128, 512, 1024, 2048, 4096, 8192) if DEVICE == "cuda" else (128, 256, 512, 1024)
 B, HQ = (4, 16) if DEVICE == "cuda" else (1, 8)
-KERNELS = kernel.available()
+# On a GPU, "sdpa-flash" is the sdpa kernel held to PyTorch's flash back-end: the reference triton_flash is
+# measured against (BENCHMARKS.md).
+KERNELS = [*kernel.available(), *(["sdpa-flash"] if DEVICE == "cuda" else [])]
 ROUNDS = {"rounds": 5, "iterations": 1, "warmup_rounds": 1}
 RESULTS: list[dict] = []
 _GEN = torch.Generator().manual_seed(0)
@@ -48,11 +50,29 @@ def _call(t: int, d: int, gqa: int, causal: bool, *, grad: bool) -> AttentionCal
 
 
 def _resolve_or_skip(name: str, call: AttentionCall):
+    if name == "sdpa-flash":
+        return _sdpa_flash(call)
     reasons = kernel.explain(name, call)
     if reasons:
         pytest.skip(f"{name}: {'; '.join(reasons)}")
     _check_parity(name, call)
     return kernel.resolve(name, call)
+
+
+def _sdpa_flash(call: AttentionCall):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    sdpa = kernel.resolve("sdpa", call)
+
+    def run(c: AttentionCall) -> torch.Tensor:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            return sdpa(c)
+
+    try:
+        run(call)
+    except RuntimeError as exc:  # no flash kernel for this dtype/shape/card
+        pytest.skip(f"sdpa-flash: {exc}")
+    return run
 
 
 def _check_parity(name: str, call: AttentionCall) -> None:
