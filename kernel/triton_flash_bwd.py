@@ -15,7 +15,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernel.triton_flash_fwd import LOG2E, key_range, mma, row_bounds, scores, tile_and_head, visible
+from kernel.triton_flash_fwd import (
+    LOG2E,
+    key_range,
+    mma,
+    row_bounds,
+    scores,
+    tile_and_head,
+    unmasked_range,
+    visible,
+)
 
 
 @triton.jit
@@ -35,12 +44,13 @@ def flash_bwd_delta(OUT, DO, DELTA, sob, soh, sot, sdob, sdoh, sdot, Hq, Tq,
 
 @triton.jit
 def _probs_and_dscores(q, k, v, do, lse, delta, q_pos, k_idx, kv_len, window, scale, softcap,
-                       CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
+                       MASKED: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
                        PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """``p`` and ``ds`` (gradient of the pre-cap, post-scale logits) of one ``(BLOCK_M, BLOCK_N)`` tile."""
     s, t = scores(q, k, scale, softcap, SOFTCAP, PRECISION, UPCAST)
     p = tl.exp2(s - lse[:, None] * LOG2E)
-    p = tl.where(visible(q_pos, k_idx, kv_len, window, CAUSAL, WINDOW), p, 0.0)
+    if MASKED:
+        p = tl.where(visible(q_pos, k_idx, kv_len, window, CAUSAL, WINDOW), p, 0.0)
     dp = mma(do, tl.trans(v), PRECISION, UPCAST)
     ds = p * (dp - delta[:, None])
     if SOFTCAP:
@@ -100,7 +110,7 @@ def flash_bwd_dkdv(
             lse = tl.load(LSE + row_base + rows, mask=row_ok, other=float("inf"))
             delta = tl.load(DELTA + row_base + rows, mask=row_ok, other=0.0)
             p, ds = _probs_and_dscores(q, k, v, do, lse, delta, offset + rows, k_idx, kv_len, window, scale,
-                                       softcap, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
+                                       softcap, True, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
             dv += mma(tl.trans(p).to(do.dtype), do, PRECISION, UPCAST)
             dk += mma(tl.trans(ds).to(q.dtype), q, PRECISION, UPCAST)
 
@@ -109,6 +119,28 @@ def flash_bwd_dkdv(
              (dk * scale).to(DK.dtype.element_ty), mask=store_ok)
     tl.store(DV + off_b * sdvb + off_kh * sdvh + k_idx[:, None] * sdvt + offs_d[None, :],
              dv.to(DV.dtype.element_ty), mask=store_ok)
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse, delta, q_pos, k_base, v_base, skt, svt, start, end, kv_len, Tk, window, scale,
+              softcap, D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+              WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """``dq`` accumulated over the key tiles ``start, start + BLOCK_N, ... < end``."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D)
+    for start_n in range(start, end, BLOCK_N):
+        k_idx = start_n + offs_n
+        if MASKED:
+            key_ok = k_idx[:, None] < Tk
+            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :], mask=key_ok, other=0.0)
+            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :], mask=key_ok, other=0.0)
+        else:
+            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :])
+            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :])
+        _, ds = _probs_and_dscores(q, k, v, do, lse, delta, q_pos, k_idx, kv_len, window, scale, softcap,
+                                   MASKED, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
+        dq += mma(ds.to(k.dtype), k, PRECISION, UPCAST)
+    return dq
 
 
 @triton.jit
@@ -127,7 +159,6 @@ def flash_bwd_dq(
     kv_len, offset = row_bounds(off_b, KV_LENS, Q_OFFSETS, q_offset, Tk, HAS_KV_LENS, PER_ROW_OFFSET)
 
     rows = start_m + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
     row_ok = rows < Tq
     q = tl.load(Q + off_b * sqb + off_h * sqh + rows[:, None] * sqt + offs_d[None, :], mask=row_ok[:, None], other=0.0)
@@ -139,16 +170,18 @@ def flash_bwd_dq(
     v_base = V + off_b * svb + off_kh * svh
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
 
+    # The forward's three runs of key tiles: masked, fully visible, masked.
+    first_pos = offset + start_m
     last_pos = offset + tl.minimum(start_m + BLOCK_M, Tq) - 1
-    lo, hi = key_range(offset + start_m, last_pos, kv_len, window, CAUSAL, WINDOW, BLOCK_N)
-    for start_n in range(lo, hi, BLOCK_N):
-        k_idx = start_n + offs_n
-        key_ok = k_idx[:, None] < Tk
-        k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :], mask=key_ok, other=0.0)
-        v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :], mask=key_ok, other=0.0)
-        _, ds = _probs_and_dscores(q, k, v, do, lse, delta, offset + rows, k_idx, kv_len, window, scale, softcap,
-                                   CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
-        dq += mma(ds.to(k.dtype), k, PRECISION, UPCAST)
+    lo, hi = key_range(first_pos, last_pos, kv_len, window, CAUSAL, WINDOW, BLOCK_N)
+    full_lo, full_hi = unmasked_range(first_pos, last_pos, lo, hi, kv_len, window, CAUSAL, WINDOW, BLOCK_N)
+    q_pos = offset + rows
+    dq = _dq_tiles(dq, q, do, lse, delta, q_pos, k_base, v_base, skt, svt, lo, full_lo, kv_len, Tk, window, scale,
+                   softcap, D, BLOCK_N, True, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
+    dq = _dq_tiles(dq, q, do, lse, delta, q_pos, k_base, v_base, skt, svt, full_lo, full_hi, kv_len, Tk, window,
+                   scale, softcap, D, BLOCK_N, False, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
+    dq = _dq_tiles(dq, q, do, lse, delta, q_pos, k_base, v_base, skt, svt, full_hi, hi, kv_len, Tk, window, scale,
+                   softcap, D, BLOCK_N, True, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
 
     tl.store(DQ + off_b * sdqb + off_h * sdqh + rows[:, None] * sdqt + offs_d[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])

@@ -98,6 +98,55 @@ def key_range(first_pos, last_pos, kv_len, window, CAUSAL: tl.constexpr, WINDOW:
 
 
 @triton.jit
+def unmasked_range(first_pos, last_pos, lo, hi, kv_len, window, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
+    """``[full_lo, full_hi)``, tile-aligned inside ``[lo, hi)``: the key tiles that every query at positions
+    ``first_pos..last_pos`` sees whole (and that lie inside the keys), which skip the mask. Under the causal rule
+    that is all but the diagonal tiles; without a rule, all but a ragged last tile."""
+    start = lo
+    end = kv_len
+    if CAUSAL:
+        end = tl.minimum(end, first_pos + 1)
+    if WINDOW:
+        start = tl.maximum(start, last_pos - window + 1)
+        if not CAUSAL:
+            end = tl.minimum(end, first_pos + window)
+    full_lo = tl.minimum(tl.cdiv(start, BLOCK_N) * BLOCK_N, hi)
+    full_hi = tl.maximum((end // BLOCK_N) * BLOCK_N, full_lo)  # end <= hi, so this stays inside [lo, hi)
+    return full_lo, full_hi
+
+
+@triton.jit
+def _attend(acc, l_i, m_i, q, q_pos, k_base, v_base, skt, svt, start, end, kv_len, Tk, window, scale, softcap,
+            D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+            WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """The online-softmax update over the key tiles ``start, start + BLOCK_N, ... < end``."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D)
+    for start_n in range(start, end, BLOCK_N):
+        k_idx = start_n + offs_n
+        if MASKED:
+            in_range = k_idx[:, None] < Tk
+            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :], mask=in_range, other=0.0)
+            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :], mask=in_range, other=0.0)
+        else:
+            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :])
+            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :])
+        s, _ = scores(q, k, scale, softcap, SOFTCAP, PRECISION, UPCAST)
+        if MASKED:
+            s = tl.where(visible(q_pos, k_idx, kv_len, window, CAUSAL, WINDOW), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row that has seen no visible key yet keeps m = -inf; shifting by 0 instead avoids inf - inf.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, PRECISION, UPCAST)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
 def flash_fwd(
     Q, K, V, OUT, LSE, KV_LENS, Q_OFFSETS,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
@@ -113,7 +162,6 @@ def flash_fwd(
     kv_len, offset = row_bounds(off_b, KV_LENS, Q_OFFSETS, q_offset, Tk, HAS_KV_LENS, PER_ROW_OFFSET)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
     q_pos = offset + offs_m
     q_ptrs = Q + off_b * sqb + off_h * sqh + offs_m[:, None] * sqt + offs_d[None, :]
@@ -124,23 +172,17 @@ def flash_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
+    first_pos = offset + start_m
     last_pos = offset + tl.minimum(start_m + BLOCK_M, Tq) - 1
-    lo, hi = key_range(offset + start_m, last_pos, kv_len, window, CAUSAL, WINDOW, BLOCK_N)
-    for start_n in range(lo, hi, BLOCK_N):
-        k_idx = start_n + offs_n
-        in_range = k_idx[:, None] < Tk
-        k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :], mask=in_range, other=0.0)
-        v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :], mask=in_range, other=0.0)
-        s, _ = scores(q, k, scale, softcap, SOFTCAP, PRECISION, UPCAST)
-        s = tl.where(visible(q_pos, k_idx, kv_len, window, CAUSAL, WINDOW), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row that has seen no visible key yet keeps m = -inf; shifting by 0 instead avoids inf - inf.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, PRECISION, UPCAST)
-        m_i = m_new
+    lo, hi = key_range(first_pos, last_pos, kv_len, window, CAUSAL, WINDOW, BLOCK_N)
+    full_lo, full_hi = unmasked_range(first_pos, last_pos, lo, hi, kv_len, window, CAUSAL, WINDOW, BLOCK_N)
+    # Masked tiles before the fully visible run (window edge), the run itself, masked tiles after it.
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, q_pos, k_base, v_base, skt, svt, lo, full_lo, kv_len, Tk, window,
+                            scale, softcap, D, BLOCK_N, True, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, q_pos, k_base, v_base, skt, svt, full_lo, full_hi, kv_len, Tk,
+                            window, scale, softcap, D, BLOCK_N, False, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, q_pos, k_base, v_base, skt, svt, full_hi, hi, kv_len, Tk, window,
+                            scale, softcap, D, BLOCK_N, True, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
 
     empty = l_i == 0.0  # no visible key: the output is zero and the backward must see p = 0 everywhere
     out = acc / tl.where(empty, 1.0, l_i)[:, None]

@@ -132,9 +132,21 @@ CASES = {
     "decode_mqa": ((2, 4, 1, 3, 37, 16), {"causal": True, "q_offset": 34}),
     "chunk_per_row": ((2, 2, 1, 9, 37, 16),
                       {"causal": True, "q_offset": torch.tensor([28, 5]), "kv_lens": torch.tensor([37, 14])}),
+    # Positions one short of a tile edge (tiles are 16 wide): where the kernel stops masking must be exact.
+    "decode_edges": ((2, 2, 1, 3, 40, 16),
+                     {"causal": True, "q_offset": torch.tensor([14, 30]), "kv_lens": torch.tensor([31, 40])}),
     "window_causal": ((1, 2, 2, 40, 40, 16), {"causal": True, "window": 7}),
-    "window_bidir_offset": ((2, 2, 1, 18, 35, 16), {"window": 5, "q_offset": torch.tensor([3, 16])}),
-    "padding_empty_row": ((2, 2, 2, 17, 33, 16), {"kv_lens": torch.tensor([0, 20])}),
+    "window_causal_wide": ((1, 2, 1, 40, 40, 16), {"causal": True, "window": 20}),
+    "window_bidir_offset": ((2, 2, 1, 18, 35, 16), {"window": 5, "q_offset": torch.tensor([10, 16])}),
+    "window_bidir_wide": ((2, 2, 1, 3, 40, 16), {"window": 20, "q_offset": torch.tensor([11, 2])}),
+    # One row per offset (and key length) modulo the tile width: every way a rule's edge can fall in a tile.
+    "sweep_causal": ((16, 2, 1, 20, 40, 16),
+                     {"causal": True, "q_offset": torch.arange(16), "kv_lens": 24 + torch.arange(16)}),
+    "sweep_window": ((16, 2, 1, 20, 40, 16), {"causal": True, "window": 7, "q_offset": torch.arange(16)}),
+    "sweep_window_bidir": ((16, 1, 1, 20, 40, 16), {"window": 5, "q_offset": torch.arange(16)}),
+    "sweep_window_bidir_wide": ((16, 1, 1, 20, 40, 16),
+                                {"window": 20, "q_offset": torch.arange(16), "kv_lens": 24 + torch.arange(16)}),
+    "padding_empty_row": ((2, 2, 2, 17, 33, 16), {"kv_lens": torch.tensor([0, 31])}),
     "softcap_scale": ((1, 4, 2, 33, 33, 16), {"causal": True, "softcap": 2.0, "scale": 0.6}),
     "strided": ((2, 2, 2, 19, 19, 16), {"causal": True, "strided": True}),
 }
@@ -171,12 +183,12 @@ def test_a_query_that_sees_nothing_gives_zeros_and_zero_gradients(flash_attentio
     assert all(torch.equal(t.grad, torch.zeros_like(t)) for t in (q, k, v))
 
 
-SLOW_GRID = [
+SLOW_GRID = [  # every case but the sweeps (16 rows each), in every dtype: 4 query heads over 1 kv head at D=64, over 2 at D=16
     pytest.param(case, dtype, hkv, d, id=f"{case}-{str(dtype)[6:]}-hkv{hkv}-d{d}")
     for case in CASES
+    if not case.startswith("sweep")
     for dtype in (torch.float32, torch.float16, torch.bfloat16)
-    for hkv in (1, 2)
-    for d in (16, 64)
+    for hkv, d in ((1, 64), (2, 16))
 ]
 
 
@@ -185,7 +197,7 @@ SLOW_GRID = [
 @pytest.mark.parametrize(("case", "dtype", "hkv", "head_dim"), SLOW_GRID)
 def test_feature_grid(flash_attention, case, dtype, hkv, head_dim):
     (b, _, _, tq, tk, _), kw = CASES[case]
-    check_against_oracle(flash_attention, dtype, shape=(b, 2, hkv, tq, tk, head_dim), seed=7, **kw)
+    check_against_oracle(flash_attention, dtype, shape=(b, 4, hkv, tq, tk, head_dim), seed=7, **kw)
 
 
 # ------------------------------------------------------------------------------------ registration and refusals
