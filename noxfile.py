@@ -45,8 +45,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def perf(session: nox.Session) -> None:
-    """pytest-benchmark microbenchmarks in ``benchmarks/``; kept out of the test suite."""
-    _install(session)
+    """pytest-benchmark microbenchmarks in ``benchmarks/``; kept out of the test suite. The attention grid
+    writes ``benchmarks/out/attention-<device>.json`` and ``.png`` (TFLOP/s against T per kernel)."""
+    _install(session, "dev,triton")
     session.run(
         "python",
         "-m",

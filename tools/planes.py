@@ -24,7 +24,7 @@ APPS: dict[str, list[str]] = {"data": ["specs"], "train": ["specs", "data"], "se
 # Composition roots, top to bottom: they may import every plane; nothing imports them.
 ROOTS = ["examples", "pack"]
 # Kernel implementations: reached only through kernel.registry, and independent of each other.
-KERNEL_IMPLEMENTATIONS = ["kernel.manual", "kernel.sdpa"]
+KERNEL_IMPLEMENTATIONS = ["kernel.manual", "kernel.sdpa", "kernel.triton_flash"]
 # Planes whose modules may not form import cycles among siblings (examples are scripts).
 PLANES = [*ROOTS, *APPS, *SPINE]
 

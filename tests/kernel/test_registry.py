@@ -416,3 +416,9 @@ def test_auto_times_the_backward_when_the_call_needs_gradients():
     assert registry._fastest(["fast_forward", "steady"], training) == "steady" and q.grad is None
     inference = AttentionCall(q=q.detach(), k=k, v=v)
     assert shape_bucket(training) != shape_bucket(inference)  # "backward" is part of the bucket
+
+
+def test_triton_flash_is_registered_exactly_where_triton_is_installed():
+    from importlib.util import find_spec
+
+    assert ("triton_flash" in kernel.available()) == (find_spec("triton") is not None)

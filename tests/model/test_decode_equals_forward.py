@@ -102,9 +102,12 @@ def _decode(m, cache, ids: torch.Tensor, chunks: list[int], **kwargs) -> torch.T
 
 
 def _kernel_variants(variants) -> list:
-    """(kernel, variant) pairs where the kernel can serve the variant's config (sdpa has no softcap)."""
+    """(kernel, variant) pairs where the kernel can serve the variant's config (sdpa has no softcap) on the CPU
+    (triton_flash only under TRITON_INTERPRET=1)."""
     pairs = []
     for name in kernel.available():
+        if "cpu" not in kernel.capabilities(name).devices:
+            continue
         for variant in variants:
             preset, overrides = VARIANTS[variant]
             needs = specs.apply_overrides(specs.load_preset(preset), overrides).attention.kernel_features()
