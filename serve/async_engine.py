@@ -2,7 +2,7 @@
 
 Only the worker touches the engine (and so the model). Requests and cancellations reach it through a queue it
 reads between steps, so they join and leave at step boundaries; it waits on that queue only when the engine is
-idle. Each token event is handed to the event loop of the request it belongs to as soon as its step ends, so
+idle, and then gathers the requests that arrive close together (a few milliseconds) before its first step. Each token event is handed to the event loop of the request it belongs to as soon as its step ends, so
 the loop stays free to accept connections and stream while the worker computes.
 
 A consumer that stops early (``aclose()`` of the generator, or its task cancelled) sends a cancellation, which
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,12 @@ from serve.compute_thread import start_compute_thread
 from serve.engine import Engine
 from serve.events import TokenEvent
 from specs.generation_config import GenerationConfig
+
+
+GATHER_GAP_S = 0.002
+"""An idle engine, woken by a request, also waits for the ones that follow within this gap of each other..."""
+GATHER_MAX_S = 0.02
+"""...but no longer than this in all: a lone request's first token comes at most this much later."""
 
 
 @dataclass(eq=False)
@@ -129,7 +136,18 @@ class AsyncEngine:
                 self._step(jobs)
 
     def _arrivals(self, wait: bool) -> list[_Job | _Cancel | None]:
-        items = [self._inbox.get()] if wait else []
+        """What has arrived. ``wait`` (the engine is idle): sleep until something does, then gather what follows
+        it closely (:data:`GATHER_GAP_S` apart, for at most :data:`GATHER_MAX_S`), so that clients arriving
+        together start in one prefill and decode in full steps instead of joining one step at a time."""
+        items: list[_Job | _Cancel | None] = []
+        if wait:
+            items.append(self._inbox.get())
+            deadline = time.monotonic() + GATHER_MAX_S
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    items.append(self._inbox.get(timeout=min(GATHER_GAP_S, left)))
+                except queue.Empty:
+                    break
         while True:
             try:
                 items.append(self._inbox.get_nowait())

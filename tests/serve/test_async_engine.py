@@ -20,6 +20,7 @@ from serve.backend import Backend, BackendClosed
 from serve.engine import Engine
 from serve.events import TokenEvent
 from specs import GenerationConfig
+from tests.serve.counting import CountingForwards
 
 GREEDY = GenerationConfig(max_new_tokens=10)
 LONG = replace(GREEDY, max_new_tokens=100)  # runs far longer than the tests wait for
@@ -68,6 +69,26 @@ def test_concurrent_requests_stream_what_generate_gives_each_alone(lm) -> None:
         assert [e.token for e in events] == alone
         assert [e.finish_reason for e in events] == [None] * 9 + ["length"]
         assert len({e.request_id for e in events}) == 1
+
+
+def test_requests_arriving_together_at_an_idle_engine_start_in_one_prefill(lm) -> None:
+    """The worker, woken by the first of three requests sent together, gathers the other two before its first
+    step: one forward prefills all three (then only decode steps of three rows)."""
+    counting = CountingForwards(lm)
+    engine = Engine(counting, max_batch=3, max_len=120, block_size=4)
+    prompts = [_prompt(n, seed=30 + n) for n in (5, 8, 3)]
+
+    async def main() -> list[list[TokenEvent]]:
+        backend = AsyncEngine(engine)
+        try:
+            return await asyncio.gather(*(_collect(backend, p, GREEDY) for p in prompts))
+        finally:
+            await backend.aclose()
+
+    results = asyncio.run(main())
+    assert counting.shapes[0] == (3, 8) and all(shape == (3, 1) for shape in counting.shapes[1:])
+    for prompt, events in zip(prompts, results):
+        assert [e.token for e in events] == serve.generate(lm, torch.tensor([prompt]), GREEDY)[0, len(prompt):].tolist()
 
 
 def test_a_consumer_that_stops_early_cancels_its_request_and_frees_its_blocks(lm) -> None:

@@ -20,6 +20,7 @@ import specs
 from serve.engine import Engine
 from serve.events import TokenEvent
 from specs import GenerationConfig
+from tests.serve.counting import CountingForwards
 
 GREEDY = GenerationConfig(max_new_tokens=12)
 SAMPLED = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=0.9, top_k=40, top_p=0.9,
@@ -143,22 +144,8 @@ def test_identical_prompt_prefixes_share_blocks_and_give_the_same_tokens(lm) -> 
     assert engine.stats.blocks_free == engine.cache.blocks_total
 
 
-class _CountingForwards:
-    """``lm`` that records the input shape of each forward."""
-
-    def __init__(self, lm) -> None:
-        self.lm, self.config, self.shapes = lm, lm.config, []
-
-    def __call__(self, input_ids: torch.Tensor, **kwargs):
-        self.shapes.append(tuple(input_ids.shape))
-        return self.lm(input_ids, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self.lm, name)
-
-
 def test_newcomers_are_prefilled_together_in_one_right_padded_forward(lm) -> None:
-    counting = _CountingForwards(lm)
+    counting = CountingForwards(lm)
     engine = Engine(counting, max_batch=4, max_len=32, block_size=4)
     prompts = [_prompt(n, 40 + n) for n in (5, 9, 3, 7)]
     ids = [engine.submit(p, GREEDY) for p in prompts]
@@ -175,7 +162,7 @@ def test_newcomers_are_prefilled_together_in_one_right_padded_forward(lm) -> Non
 
 def test_a_newcomer_whose_padded_row_would_pass_max_len_is_prefilled_in_a_forward_of_its_own(lm) -> None:
     """A links 24 tokens of X's prompt and computes 4; B computes 20: padded together, A's row would hold 44 > 32."""
-    counting = _CountingForwards(lm)
+    counting = CountingForwards(lm)
     engine = Engine(counting, max_batch=3, max_len=32, block_size=4)
     x = _prompt(25, 50)
     prompts = {"x": x, "a": [*x[:24], 7, 8, 9, 10], "b": _prompt(20, 51)}
