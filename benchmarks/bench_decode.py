@@ -6,8 +6,7 @@
 With ``--gguf FILE`` the model is a real one, dequantized from a llama.cpp file by ``model.from_gguf`` on our
 side and by transformers' own GGUF loader on theirs (its own section of the markdown file).
 
-For each dtype: ``serve.generate`` eager, through ``serve.compile_decoding`` (and with ``freeze=True``: inductor
-freezing, weights prepacked for oneDNN), and
+For each dtype: ``serve.generate`` eager, ``serve.generate`` through ``serve.compile_decoding``, and
 ``transformers`` ``generate`` (greedy, its default cache, its default attention), with the same random prompt,
 ``max_new_tokens`` new tokens (``min_new_tokens`` too, so that no contender stops early). Contenders alternate
 within every round, so a slow spell of a shared machine hits all of them. Reported per contender, medians over
@@ -105,14 +104,12 @@ def bench_dtype(
         hf_dtype = getattr(torch, dtype_name)
         ours = copy.deepcopy(lm).to(hf_dtype)
     compiled = serve.compile_decoding(ours)
-    frozen = serve.compile_decoding(ours, freeze=True)
     hf = load_hf(hf_dtype).eval()
     ids = torch.randint(3, lm.config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(0))
     cfg = GenerationConfig(max_new_tokens=args.new, eos_token_ids=())
     contenders: dict[str, Callable[[], tuple[float, float, torch.Tensor]]] = {
         "lmplanes eager": lambda: time_ours(ours, ids, cfg),
         "lmplanes compiled": lambda: time_ours(compiled, ids, cfg),
-        "lmplanes compiled, frozen": lambda: time_ours(frozen, ids, cfg),
         "transformers generate": lambda: time_hf(hf, ids, args.new),
     }
     for run in contenders.values():  # warm-up: compilation, allocator, oneDNN primitive caches

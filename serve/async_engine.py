@@ -26,7 +26,6 @@ from serve.engine import Engine
 from serve.events import TokenEvent
 from specs.generation_config import GenerationConfig
 
-
 GATHER_GAP_S = 0.002
 """An idle engine, woken by a request, also waits for the ones that follow within this gap of each other..."""
 GATHER_MAX_S = 0.02

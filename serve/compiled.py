@@ -25,18 +25,11 @@ class CompiledDecoding:
     """``model`` with its one-token decode steps compiled. Attributes other than the ones below are the
     model's (``config``, ``output_head``, ...)."""
 
-    def __init__(
-        self, model: CausalLM, *, mode: str | None = None, backend: str | Callable = "inductor", freeze: bool = False
-    ) -> None:
-        if freeze and (mode is not None or backend != "inductor"):
-            raise ValueError("freeze=True is an inductor option; it takes neither a mode nor another backend")
+    def __init__(self, model: CausalLM, *, mode: str | None = None, backend: str | Callable = "inductor") -> None:
         self.model = model
         self.config = model.config
         # dynamic=False: a step has the same shapes every time (the cache's are fixed), so no symbolic shapes.
-        options: dict[str, str | int | bool | Callable[..., Any]] | None = {"freezing": True} if freeze else None
-        self._step = torch.compile(
-            self._decode, fullgraph=True, dynamic=False, mode=mode, backend=backend, options=options
-        )
+        self._step = torch.compile(self._decode, fullgraph=True, dynamic=False, mode=mode, backend=backend)
 
     def _decode(
         self, token: torch.Tensor, cache: KVCache, positions: torch.Tensor | None, attn_mask: torch.Tensor | None
@@ -87,12 +80,8 @@ def _widen(attn_mask: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def compile_decoding(
-    model: CausalLM, *, mode: str | None = None, backend: str | Callable = "inductor", freeze: bool = False
+    model: CausalLM, *, mode: str | None = None, backend: str | Callable = "inductor"
 ) -> CompiledDecoding:
     """``model`` with its decode steps compiled (``mode`` and ``backend`` as ``torch.compile`` takes them, e.g.
-    ``mode="max-autotune-no-cudagraphs"``). The first step at each cache size pays for compilation.
-
-    ``freeze=True``: inductor's freezing, which takes the weights as constants of the graph, so that on CPU it
-    prepacks them for oneDNN (bf16 matmuls especially gain). The steps then keep using the weights as they were
-    at compilation: for serving a model that no longer changes, not for one still training."""
-    return CompiledDecoding(model, mode=mode, backend=backend, freeze=freeze)
+    ``mode="max-autotune-no-cudagraphs"``). The first step at each cache size pays for compilation."""
+    return CompiledDecoding(model, mode=mode, backend=backend)

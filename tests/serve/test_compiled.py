@@ -65,23 +65,3 @@ def test_cache_sizes_round_up_to_a_power_of_two_within_the_context():
     with pytest.raises(ValueError):
         compiled.new_cache(1, 101)
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_frozen_step_gives_the_eager_logits(dtype):
-    """freeze=True (inductor freezing: weights become constants, prepacked for oneDNN on CPU). fp32 within
-    1e-4: a prepacked GEMM sums in another order; bf16 within 6.25e-2, four bf16 steps at the logits' magnitude
-    (2 to 4): every layer's output is rounded to bf16 on both sides, after sums in different orders (observed:
-    two steps, 3.1e-2)."""
-    lm = _lm().to(dtype)
-    compiled = serve.compile_decoding(lm, freeze=True)
-    ids = _ids(12, 0, rows=2)
-    with torch.no_grad():
-        cache = compiled.new_cache(2, 12)
-        compiled(ids[:, :6], cache=cache)
-        stepped = torch.cat([compiled(ids[:, i : i + 1], cache=cache) for i in range(6, 12)], dim=1)
-        expected = lm(ids)[:, 6:]
-    atol = 1e-4 if dtype is torch.float32 else 6.25e-2
-    torch.testing.assert_close(stepped.float(), expected.float(), atol=atol, rtol=0)
-    with pytest.raises(ValueError, match="freeze=True is an inductor option"):
-        serve.compile_decoding(lm, freeze=True, mode="max-autotune")
