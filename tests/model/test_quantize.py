@@ -37,17 +37,24 @@ def test_rounding_error_is_at_most_half_a_step_per_row() -> None:
         quantize_weight(torch.zeros(4))
 
 
-@pytest.mark.parametrize(("in_features", "fused"), [(64, True), (40, False)], ids=["fused-kernel", "generic-path"])
+@pytest.mark.parametrize(
+    ("in_features", "rows", "fused"),
+    [(64, (2, 3), True), (40, (2, 3), False), (64, (4, 8), False)],
+    ids=["fused-kernel", "width-not-a-multiple-of-16", "a-prompt-of-32-rows"],
+)
 @pytest.mark.parametrize("bias", [False, True])
-def test_layer_equals_the_float_product_of_its_dequantized_weight(in_features: int, fused: bool, bias: bool) -> None:
-    """40 input features is not a multiple of 16: the fused kernel would read past each row, so it must not run."""
+def test_layer_equals_the_float_product_of_its_dequantized_weight(
+    in_features: int, rows: tuple[int, int], fused: bool, bias: bool
+) -> None:
+    """40 input features is not a multiple of 16: the fused kernel would read past each row, so it must not run;
+    32 rows are past FUSED_MAX_ROWS, so they take the GEMM on the dequantized weight."""
     torch.manual_seed(0)
     linear = nn.Linear(in_features, 48, bias=bias)
     layer = Int8Linear(linear)
-    x = torch.randn(3, 5, in_features)
+    x = torch.randn(*rows, in_features)
     assert fused_kernel_applies(x.bfloat16(), layer.weight_int8) is fused
     y = layer(x)
-    assert y.dtype is torch.bfloat16 and y.shape == (3, 5, 48)
+    assert y.dtype is torch.bfloat16 and y.shape == (*rows, 48)
     reference = F.linear(x.bfloat16().float(), layer.dequantized_weight(), None if linear.bias is None else linear.bias.bfloat16().float())
     assert (y.float() - reference).abs().max() <= 2e-2 * reference.abs().max()
     with pytest.raises(ValueError, match=f"takes {in_features} input features"):
