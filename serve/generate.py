@@ -81,10 +81,7 @@ def stream(
     produced: list[list[int]] = [[] for _ in range(rows)]
 
     cache = model.new_cache(rows, total)
-    # The prompt's forward stops at the hidden states: only the last position's logits are needed, and the head
-    # over every prompt position would cost as much as the rest of a small model's prefill (V x C per token).
-    out = model(ids, cache=cache, positions=positions, attn_mask=allow_mask(keys) if padded else None, output="hidden")
-    logits = model.output_head()(out.hidden[:, -1])
+    logits = model(ids, cache=cache, positions=positions, attn_mask=allow_mask(keys) if padded else None)[:, -1]
     next_position = positions[:, -1:] + 1
     for step in range(cfg.max_new_tokens):
         scores = process(logits.float(), sequences, counts, cfg)
