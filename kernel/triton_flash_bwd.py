@@ -18,6 +18,7 @@ import triton.language as tl
 from kernel.triton_flash_fwd import (
     LOG2E,
     key_range,
+    load_kv_tile,
     mma,
     row_bounds,
     scores,
@@ -130,13 +131,7 @@ def _dq_tiles(dq, q, do, lse, delta, q_pos, k_base, v_base, skt, svt, start, end
     offs_d = tl.arange(0, D)
     for start_n in range(start, end, BLOCK_N):
         k_idx = start_n + offs_n
-        if MASKED:
-            key_ok = k_idx[:, None] < Tk
-            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :], mask=key_ok, other=0.0)
-            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :], mask=key_ok, other=0.0)
-        else:
-            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :])
-            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :])
+        k, v = load_kv_tile(k_base, v_base, k_idx, offs_d, skt, svt, Tk, MASKED)
         _, ds = _probs_and_dscores(q, k, v, do, lse, delta, q_pos, k_idx, kv_len, window, scale, softcap,
                                    MASKED, CAUSAL, WINDOW, SOFTCAP, PRECISION, UPCAST)
         dq += mma(ds.to(k.dtype), k, PRECISION, UPCAST)

@@ -117,6 +117,19 @@ def unmasked_range(first_pos, last_pos, lo, hi, kv_len, window, CAUSAL: tl.const
 
 
 @triton.jit
+def load_kv_tile(k_base, v_base, k_idx, offs_d, skt, svt, Tk, MASKED: tl.constexpr):
+    """The keys and values of one key tile; with ``MASKED``, rows past ``Tk`` read as zeros."""
+    if MASKED:
+        in_range = k_idx[:, None] < Tk
+        k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :], mask=in_range, other=0.0)
+        v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :], mask=in_range, other=0.0)
+    else:
+        k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :])
+        v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :])
+    return k, v
+
+
+@triton.jit
 def _attend(acc, l_i, m_i, q, q_pos, k_base, v_base, skt, svt, start, end, kv_len, Tk, window, scale, softcap,
             D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
             WINDOW: tl.constexpr, SOFTCAP: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -125,13 +138,7 @@ def _attend(acc, l_i, m_i, q, q_pos, k_base, v_base, skt, svt, start, end, kv_le
     offs_d = tl.arange(0, D)
     for start_n in range(start, end, BLOCK_N):
         k_idx = start_n + offs_n
-        if MASKED:
-            in_range = k_idx[:, None] < Tk
-            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :], mask=in_range, other=0.0)
-            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :], mask=in_range, other=0.0)
-        else:
-            k = tl.load(k_base + k_idx[:, None] * skt + offs_d[None, :])
-            v = tl.load(v_base + k_idx[:, None] * svt + offs_d[None, :])
+        k, v = load_kv_tile(k_base, v_base, k_idx, offs_d, skt, svt, Tk, MASKED)
         s, _ = scores(q, k, scale, softcap, SOFTCAP, PRECISION, UPCAST)
         if MASKED:
             s = tl.where(visible(q_pos, k_idx, kv_len, window, CAUSAL, WINDOW), s, float("-inf"))
