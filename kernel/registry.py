@@ -191,21 +191,31 @@ def _resolve_auto(call: AttentionCall) -> AttentionKernel:
     forced = _pinned()
     if forced is not None:
         return resolve(forced, call)
+    if torch.compiler.is_exporting():
+        # An exported program (torch.export, ONNX) runs at every size of its dynamic dims, so no one shape
+        # bucket's measurement applies, and computing the bucket would specialise those dims to the example's.
+        return _loaded(_preferred([name for name in _KERNELS if not explain(name, call)], call))
     bucket = shape_bucket(call)
     chosen = _AUTO_CHOICES.get(bucket)
     if chosen is None:
         candidates = [name for name in _KERNELS if not explain(name, call)]
-        if not candidates:
-            details = "; ".join(f"{n}: {', '.join(explain(n, call))}" for n in _KERNELS)
-            raise KernelUnavailable(f"no registered attention kernel can serve this call ({details})")
         if len(candidates) > 1 and _cannot_time():
             # A guess, not a measurement: used for this trace only and never cached.
-            guess = max(candidates, key=lambda n: _KERNELS[n].preference)
-            return _loaded(guess)
+            return _loaded(_preferred(candidates, call))
+        if not candidates:
+            _preferred(candidates, call)  # raises, naming what each kernel lacks
         chosen = candidates[0] if len(candidates) == 1 else _remembered_or_fastest(candidates, call, bucket)
         _AUTO_CHOICES[bucket] = chosen
         log.info("auto attention kernel for %s: %s (candidates: %s)", bucket, chosen, candidates)
     return _loaded(chosen)
+
+
+def _preferred(candidates: list[str], call: AttentionCall) -> str:
+    """The capable kernel with the highest registered preference; raises when there is none."""
+    if not candidates:
+        details = "; ".join(f"{n}: {', '.join(explain(n, call))}" for n in _KERNELS)
+        raise KernelUnavailable(f"no registered attention kernel can serve this call ({details})")
+    return max(candidates, key=lambda n: _KERNELS[n].preference)
 
 
 def _remembered_or_fastest(candidates: list[str], call: AttentionCall, bucket: tuple) -> str:
