@@ -7,6 +7,7 @@ Imports ``specs`` only: the model is handed over by the caller (``pack``'s ``lmp
 """
 
 from export.artifact import CardFields
+from export.int8 import Int8Report, export_int8, unquantizable
 from export.onnx_export import export_onnx
 from export.pt2_export import export_pt2
 from export.traced import DecodeStep, Logits, PastKV, empty_past, past_names, present_names
@@ -14,11 +15,14 @@ from export.traced import DecodeStep, Logits, PastKV, empty_past, past_names, pr
 __all__ = [
     "CardFields",
     "DecodeStep",
+    "Int8Report",
     "Logits",
     "PastKV",
     "empty_past",
+    "export_int8",
     "export_onnx",
     "export_pt2",
     "past_names",
     "present_names",
+    "unquantizable",
 ]

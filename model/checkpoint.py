@@ -32,6 +32,7 @@ from model.atomic import atomic_directory
 from model.build import LanguageModel, build
 from model.card_writer import file_refs, make_card
 from model.loading import check_stored, load_weights
+from model.quantize import own_int8_buffers, quantize_int8
 from model.weight_files import INDEX_NAME, WEIGHTS_NAME, safetensors_os_errors
 from specs.card import ModelCard
 from specs.config_files import atomic_write_text, dump_config, dumps_config, load_config
@@ -39,6 +40,7 @@ from specs.config_io import to_dict
 from specs.errors import CheckpointError, ConfigError
 from specs.manifest import verify_manifest, write_manifest
 from specs.model_config import ModelConfig
+from specs.quantization import QUANTIZATION_NAME, read_quantization
 
 CONFIG_NAME = "config.json"
 CARD_NAME = "modelcard.json"
@@ -215,8 +217,13 @@ def load_checkpoint(
     it they keep the dtype they were saved in.
     """
     root, cfg = _open_checkpoint(path, verify=verify)
-    model = build(cfg, device="meta")
+    model = _skeleton(root, cfg)
+    if dtype is not None and (marker := read_quantization(root)) is not None and dtype != getattr(torch, marker["compute_dtype"]):
+        raise CheckpointError(
+            f"{QUANTIZATION_NAME}: an int8 checkpoint computes in {marker['compute_dtype']}; load it without a dtype", root
+        )
     load_weights(model, root, _stored_names(model), device=device, dtype=dtype)
+    own_int8_buffers(model)
     return model.eval()
 
 
@@ -226,7 +233,7 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> list[str]:
     the safetensors headers only, never the tensor data."""
     try:
         root, cfg = _open_checkpoint(path, verify=True)
-        model = build(cfg, device="meta")
+        model = _skeleton(root, cfg)
         check_stored(model, root, _stored_names(model))
     except CheckpointError as exc:
         return exc.problems
@@ -248,6 +255,16 @@ def _open_checkpoint(path: str | os.PathLike[str], *, verify: bool) -> tuple[Pat
     except ConfigError as exc:
         raise CheckpointError(f"{CONFIG_NAME}: {exc}", root) from None
     return root, cfg
+
+
+def _skeleton(root: Path, cfg: ModelConfig) -> LanguageModel:
+    """The model ``cfg`` describes, on the meta device; with int8 linears when the checkpoint holds them
+    (``quantization.json``, written by ``export``), so names, shapes and dtypes match what is stored."""
+    model = build(cfg, device="meta")
+    marker = read_quantization(root)
+    if marker is not None:
+        quantize_int8(model, compute_dtype=getattr(torch, marker["compute_dtype"]))
+    return model
 
 
 def _stored_names(model: nn.Module) -> dict[str, str]:

@@ -57,7 +57,7 @@ class DecoderLM(nn.Module):
     def tie_weights(self) -> None:
         """Share the head's weight with the token embeddings when the config says so. Materialising from the
         meta device (``to_empty``) gives each module its own tensor, so builders call this again afterwards."""
-        if self.config.tie_embeddings:
+        if self.config.tie_embeddings and isinstance(self.lm_head, nn.Linear):  # an int8 head keeps its own copy
             self.lm_head.weight = self.tok_embeddings.weight
 
     def forward(

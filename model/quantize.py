@@ -91,6 +91,16 @@ def fused_kernel_applies(x: torch.Tensor, q: torch.Tensor) -> bool:
     )
 
 
+def own_int8_buffers(model: nn.Module) -> None:
+    """Give every :class:`Int8Linear` freshly allocated weights and scales. Tensors read from a safetensors file
+    can start at any byte offset (seen: 24 bytes past a 64-byte boundary), and ``_weight_int8pack_mm`` then
+    crashes the process (a segfault in its vectorised loads); the allocator's copies are aligned."""
+    for module in model.modules():
+        if isinstance(module, Int8Linear):
+            module.weight_int8 = module.weight_int8.clone()
+            module.scales = module.scales.clone()
+
+
 def quantize_int8(model: nn.Module, *, compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """Quantize ``model`` in place for inference (see the module) and return it in eval mode. Applying it twice
     changes nothing more."""
