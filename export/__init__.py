@@ -7,7 +7,10 @@ Imports ``specs`` only: the model is handed over by the caller (``pack``'s ``lmp
 """
 
 from export.artifact import CardFields
+from export.cid import cid_from_sha256
 from export.int8 import Int8Report, export_int8, unquantizable
+from export.modelpack import ModelPackError, PackFile, pack, parse_manifest
+from export.modelpack_fetch import fetch, load_from_modelpack, unpack
 from export.onnx_export import export_onnx
 from export.pt2_export import export_pt2
 from export.traced import DecodeStep, Logits, PastKV, empty_past, past_names, present_names
@@ -17,12 +20,20 @@ __all__ = [
     "DecodeStep",
     "Int8Report",
     "Logits",
+    "ModelPackError",
+    "PackFile",
     "PastKV",
+    "cid_from_sha256",
     "empty_past",
     "export_int8",
     "export_onnx",
     "export_pt2",
+    "fetch",
+    "load_from_modelpack",
+    "pack",
+    "parse_manifest",
     "past_names",
     "present_names",
+    "unpack",
     "unquantizable",
 ]
