@@ -16,7 +16,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +46,7 @@ class CardFields:
     intended_use: str = "research"
     code_revision: str | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
+    extra: Callable[[Path], None] | None = None  # adds files (a tokenizer) to the directory being written
 
 
 @dataclass(slots=True)
@@ -74,6 +75,8 @@ def export_directory(
         yield work
         dump_config(cfg, staging / CONFIG_NAME)
         fields = card or CardFields()
+        if fields.extra is not None:
+            fields.extra(staging)
         refs = file_refs(staging)
         model_card = ModelCard(
             name=fields.name or f"{cfg.name or cfg.architecture}-{kind}",

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from torch import nn
 
 from export.artifact import CardFields, export_directory
 from export.traced import check_exportable
+from specs.protocols import CausalLM
 from specs.quantization import QUANTIZATION_FORMAT, QUANTIZATION_NAME, QUANTIZATION_VERSION
 
 WEIGHTS_NAME = "model.safetensors"
@@ -117,8 +119,8 @@ def export_int8(
 def perplexity(lm: nn.Module, ids: torch.Tensor, window: int | None = None) -> float:
     """``exp`` of the mean next-token cross-entropy (float32) of a 1-D token stream, cut into consecutive
     windows of ``window`` tokens (default: the model's ``max_seq_len``, at most 256)."""
-    cfg = lm.config  # type: ignore[union-attr]
-    window = window or min(int(cfg.max_seq_len), 256)
+    cfg = check_exportable(lm)
+    window = window or min(cfg.max_seq_len, 256)
     ids = ids.reshape(-1)
     if ids.numel() < 2:
         raise ValueError("perplexity needs at least 2 tokens")
@@ -137,9 +139,9 @@ def perplexity(lm: nn.Module, ids: torch.Tensor, window: int | None = None) -> f
 def decode_speed(lm: nn.Module, steps: int, prompt: int = 16) -> float:
     """Greedy decode tokens/s at batch 1 after a ``prompt``-token prefill (the prefill is not timed), on the
     model's own KV cache (``new_cache``)."""
-    cfg = lm.config  # type: ignore[union-attr]
+    cfg = check_exportable(lm)
     steps = min(steps, cfg.max_seq_len - prompt)
-    cache = lm.new_cache(1, prompt + steps)  # type: ignore[operator]
+    cache = cast(CausalLM, lm).new_cache(1, prompt + steps)
     ids = torch.randint(0, cfg.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(0))
     token = lm(ids, cache=cache)[:, -1:].argmax(-1)
     start = time.perf_counter()

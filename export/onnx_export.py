@@ -95,7 +95,7 @@ def run_session(session: object, input_ids: torch.Tensor, past: list[torch.Tenso
     """One call of an ``onnxruntime.InferenceSession`` over ``model.onnx``: ``[logits, *present]`` as arrays."""
     names = [i.name for i in session.get_inputs()]  # type: ignore[attr-defined]
     feeds = dict(zip(names, [input_ids.numpy(), *(t.numpy() for t in past)]))
-    return session.run(None, feeds)  # type: ignore[attr-defined, no-any-return]
+    return session.run(None, feeds)  # type: ignore[attr-defined]
 
 
 def _sample(cfg: ModelConfig, lm: nn.Module) -> tuple[torch.Tensor, ...]:

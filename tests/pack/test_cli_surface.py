@@ -38,6 +38,16 @@ SURFACE = {
         "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
         "--shutdown-timeout",
     },
+    "export": {"--help", "-h"},
+    "export onnx": {"--help", "-h", "--checkpoint", "--out", "--overwrite", "--opset"},
+    "export pt2": {"--help", "-h", "--checkpoint", "--out", "--overwrite"},
+    "export int8": {
+        "--help", "-h", "--checkpoint", "--out", "--overwrite", "--keep-float", "--compute-dtype", "--eval-text",
+        "--eval-tokens",
+    },
+    "export hf": {"--help", "-h", "--checkpoint", "--out", "--overwrite"},
+    "export modelpack": {"--help", "-h", "--checkpoint", "--out"},
+    "export unpack": {"--help", "-h", "--out", "--cache"},
     "env": {"--help", "-h"},
 }
 
@@ -70,9 +80,15 @@ def test_every_leaf_command_has_a_runner() -> None:
         "generate": ["generate", "--checkpoint", "ckpt", "--prompt", "Hi"],
         "chat": ["chat", "--checkpoint", "ckpt"],
         "serve": ["serve", "--checkpoint", "ckpt"],
+        "export onnx": ["export", "onnx", "--checkpoint", "ckpt", "--out", "out"],
+        "export pt2": ["export", "pt2", "--checkpoint", "ckpt", "--out", "out"],
+        "export int8": ["export", "int8", "--checkpoint", "ckpt", "--out", "out"],
+        "export hf": ["export", "hf", "--checkpoint", "ckpt", "--out", "out"],
+        "export modelpack": ["export", "modelpack", "--checkpoint", "ckpt", "--out", "out"],
+        "export unpack": ["export", "unpack", "pack", "--out", "out"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data", "export"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 
