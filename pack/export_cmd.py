@@ -37,8 +37,8 @@ def register(commands: Any) -> None:
         sub.set_defaults(run=run)
         return sub
 
-    onnx = add("onnx", "model.onnx: prefill and KV-cached decoding in one graph (dynamic batch, sequence and past "
-               "lengths), checked with onnx.checker and against PyTorch in onnxruntime", run_onnx)
+    onnx = add("onnx", "model.onnx in float32: prefill and KV-cached decoding in one graph (dynamic batch, sequence "
+               "and past lengths), checked with onnx.checker and against PyTorch in onnxruntime", run_onnx)
     onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     add("pt2", "model.pt2 (logits) and decode.pt2 (KV-cached step): torch.export programs, reloaded and checked",
         run_pt2)
@@ -81,10 +81,12 @@ def _card(checkpoint: Path) -> Any:
     )
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, *, float32: bool = False) -> Any:
+    import torch
+
     import model
 
-    return model.load_checkpoint(args.checkpoint)
+    return model.load_checkpoint(args.checkpoint, dtype=torch.float32 if float32 else None)
 
 
 def _export_error(exc: Exception) -> CommandError:
@@ -94,7 +96,7 @@ def _export_error(exc: Exception) -> CommandError:
 def run_onnx(args: argparse.Namespace) -> int:
     import export
 
-    lm = _load(args)
+    lm = _load(args, float32=True)  # onnxruntime's CPU kernels have no bfloat16 matmul; the 1e-4 check is fp32's
     try:
         out = export.export_onnx(lm, args.out, card=_card(Path(args.checkpoint)), overwrite=args.overwrite,
                                  opset=args.opset)

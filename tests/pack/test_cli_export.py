@@ -19,7 +19,8 @@ from tests.export.conftest import tiny_lm
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = data.byte_tokenizer()
-    return model.save_checkpoint(tiny_lm(seed=5), tmp_path_factory.mktemp("ckpt") / "tiny",
+    # 257 tokens: the byte tokenizer's 256 bytes and its end-of-sequence token
+    return model.save_checkpoint(tiny_lm(seed=5, vocab_size=257), tmp_path_factory.mktemp("ckpt") / "tiny",
                                  card_fields={"tokenizer": "tokenizer.json"}, extra=tokenizer.save)
 
 
@@ -39,6 +40,9 @@ def test_export_int8_writes_a_servable_checkpoint_with_its_measurements(ckpt: Pa
     assert {"ppl_float", "ppl_int8", "ppl_delta", "int8_size_ratio"} <= set(card["metrics"])
     assert main(["checkpoint", "verify", str(out)]) == 0
     assert isinstance(model.load_checkpoint(out).lm_head, model.Int8Linear)
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "3"]) == 0
+    assert "3 tokens in" in capsys.readouterr().err  # served as it is: the int8 checkpoint carries its tokenizer
 
 
 def test_export_int8_refuses_unquantizable_layers_in_one_line(tmp_path: Path, capsys) -> None:
