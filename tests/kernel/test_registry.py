@@ -315,6 +315,24 @@ def test_auto_under_torch_compile_does_not_pick_the_oracle():
     assert auto_choices() == {}
 
 
+def test_auto_under_torch_export_keeps_the_sequence_dim_dynamic():
+    """An exported program runs at every size of its dynamic dims: "auto" must not compute a shape bucket (it
+    rounds lengths to powers of two, which would specialise them) nor reuse an eager choice made for one."""
+    call = make_call(8, 8, causal=True)
+    resolve("auto", call)  # an eager choice for the (8, 8) bucket exists now; the export must not read it
+
+    class Attend(torch.nn.Module):
+        def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            c = AttentionCall(q=q, k=k, v=v, causal=True)
+            return resolve("auto", c)(c)
+
+    seq = torch.export.Dim("seq", min=2, max=64)
+    program = torch.export.export(Attend(), (call.q, call.k, call.v), strict=False,
+                                  dynamic_shapes={"q": {2: seq}, "k": {2: seq}, "v": {2: seq}})
+    longer = make_call(20, 20, causal=True)
+    torch.testing.assert_close(program.module()(longer.q, longer.k, longer.v), sdpa.attention(longer))
+
+
 def test_a_lazy_kernel_that_fails_to_import_is_reported_not_raised(tmp_path, monkeypatch):
     (tmp_path / "broken_backend.py").write_text("raise RuntimeError('no GPU driver')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
