@@ -24,7 +24,7 @@ from pathlib import Path
 from torch import nn
 
 from specs.card import FileRef, ModelCard
-from specs.config_files import atomic_write_text, dump_config, dumps_config
+from specs.config_files import atomic_write_text, current_umask, dump_config, dumps_config
 from specs.config_io import to_dict
 from specs.manifest import MANIFEST_NAME, hash_file, listed_paths, write_manifest
 from specs.model_config import ModelConfig
@@ -69,7 +69,7 @@ def export_directory(
     target = Path(out)
     _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Staging(Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent)))
+    work = Staging(staging_dir(target))
     staging = work.path
     try:
         yield work
@@ -93,6 +93,14 @@ def export_directory(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def staging_dir(target: Path) -> Path:
+    """A fresh hidden directory beside ``target`` (``.NAME.tmp-*``), with the permissions a new directory gets
+    (``mkdtemp`` makes it 0700, which the published directory would keep)."""
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    path.chmod(0o777 & ~current_umask())
+    return path
 
 
 def file_refs(root: Path) -> list[FileRef]:

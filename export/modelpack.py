@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from export.artifact import staging_dir
 from export.cid import cid_from_sha256, is_cid
 from specs.manifest import hash_file
 
@@ -74,7 +74,7 @@ def pack(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> lis
     if not files:
         raise ModelPackError(f"{source}: no files to pack")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = staging_dir(target)
     try:
         (staging / BLOBS).mkdir()
         for entry in files:

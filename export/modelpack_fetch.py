@@ -24,13 +24,13 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from export.artifact import staging_dir
 from export.cid import cid_from_sha256
 from export.modelpack import BLOBS, PACK_MANIFEST, ModelPackError, PackFile, parse_manifest, place
 from specs.manifest import hash_file
@@ -147,7 +147,7 @@ def _ensure_blob(src: _Source, entry: PackFile, blobs: Path, retries: int) -> No
 
 def _assemble(files: list[PackFile], blobs: Path, checkout: Path) -> None:
     checkout.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{checkout.name}.tmp-", dir=checkout.parent))
+    staging = staging_dir(checkout)
     try:
         for entry in files:
             destination = place(staging, entry)
@@ -184,7 +184,7 @@ def unpack(source: str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise FileExistsError(f"{target}: exists and is not an empty directory")
     checkout = fetch(source, cache_dir=cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = staging_dir(target)
     try:
         shutil.copytree(checkout, staging, dirs_exist_ok=True)
         os.replace(staging, target)

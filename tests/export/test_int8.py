@@ -83,3 +83,13 @@ def test_layers_that_are_not_linears_are_refused_with_their_names(tmp_path: Path
     ids = torch.randint(0, 256, (1, 7), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(loaded(ids), model.quantize_int8(copy.deepcopy(lm))(ids))
+
+
+def test_overwrite_replaces_an_export_of_ours_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    first, _ = export.export_int8(tiny_lm(seed=6), tmp_path / "int8", quantize=model.quantize_int8, decode_steps=2)
+    before = (first / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds an export"):
+        export.export_int8(tiny_lm(seed=7), first, quantize=model.quantize_int8, decode_steps=2)
+    export.export_int8(tiny_lm(seed=7), first, quantize=model.quantize_int8, decode_steps=2, overwrite=True)
+    assert (first / "model.safetensors").read_bytes() != before and model.verify_checkpoint(first) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["int8"]

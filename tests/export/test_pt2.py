@@ -4,6 +4,7 @@ and sequence sizes than the trace's; the decode program chains to the full forwa
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,5 +53,8 @@ def test_card_and_overwrite(exported: tuple[torch.nn.Module, Path]) -> None:
     assert card["metrics"]["pt2_max_abs_diff"] <= TOL
     assert card["dtype"] == "float32"
     assert specs.verify_manifest(out) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask, "published with a new directory's permissions"
     with pytest.raises(FileExistsError, match="already holds an export"):
         export.export_pt2(lm, out)
