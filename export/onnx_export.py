@@ -14,7 +14,9 @@ control flow without telling. The dynamo exporter needs ``onnxscript``.
 
 After writing, the file is checked with ``onnx.checker`` and run in onnxruntime against the PyTorch model on
 a prefill and a decode step; the largest difference of the logits goes into the card's metrics
-(``onnx_max_abs_diff``), and an export that differs by more than ``atol`` is refused.
+(``onnx_max_abs_diff``), and an export that differs by more than ``atol`` times the largest ``|logit|`` (at
+least 1) is refused: float32 rounding differences grow with the magnitude of what is summed (measured:
+SmolLM2-135M, 30 layers, 6.3e-5; the 2-layer test model, ~2e-7).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from export.traced import DecodeStep, empty_past, past_names, present_names
 from specs.model_config import ModelConfig
 
 ONNX_NAME = "model.onnx"
-ATOL = 1e-4  # float32: the same arithmetic in ONNX Runtime's kernels (fused matmul/softmax order), ~1e-6 seen
+ATOL = 1e-4  # float32, relative to the logits' scale: the same arithmetic in ONNX Runtime's kernel order
 
 
 def export_onnx(
@@ -57,9 +59,10 @@ def export_onnx(
             raise RuntimeError("torch.onnx.export returned no program")
         program.save(str(path))
         check_onnx(path)
-        diff = parity(path, step, cfg)
-        if diff > atol:
-            raise RuntimeError(f"the ONNX graph's logits differ from PyTorch's by {diff:.3g} (> {atol:g}); not exported")
+        diff, peak = parity(path, step, cfg)
+        if diff > atol * max(1.0, peak):
+            raise RuntimeError(f"the ONNX graph's logits differ from PyTorch's by {diff:.3g} (> {atol:g} x "
+                               f"{max(1.0, peak):.3g}, the largest |logit|); not exported")
         work.metrics["onnx_max_abs_diff"] = diff
     return Path(out)
 
@@ -71,24 +74,25 @@ def check_onnx(path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def parity(path: Path, step: DecodeStep, cfg: ModelConfig) -> float:
+def parity(path: Path, step: DecodeStep, cfg: ModelConfig) -> tuple[float, float]:
     """Largest ``|logits|`` difference between onnxruntime and PyTorch over a 5-token prefill of 2 rows and a
-    3-token cached step after it (present tensors fed back, as a decoder does)."""
+    3-token cached step after it (present tensors fed back, as a decoder does), and the largest ``|logit|``."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(0)
     dtype = next(iter(step.lm.parameters())).dtype
     past = empty_past(cfg, 2, dtype=dtype)
-    worst = 0.0
+    worst = peak = 0.0
     for length in (5, 3):
         ids = torch.randint(0, cfg.vocab_size, (2, length), generator=gen)
         with torch.no_grad():
             want = step(ids, *past)
         got = run_session(session, ids, past)
         worst = max(worst, float(np.abs(got[0] - want[0].numpy()).max()))
+        peak = max(peak, float(want[0].abs().max()))
         past = list(want[1:])
-    return worst
+    return worst, peak
 
 
 def run_session(session: object, input_ids: torch.Tensor, past: list[torch.Tensor]) -> list[np.ndarray]:
