@@ -100,6 +100,8 @@ def run_onnx(args: argparse.Namespace) -> int:
     try:
         out = export.export_onnx(lm, args.out, card=_card(Path(args.checkpoint)), overwrite=args.overwrite,
                                  opset=args.opset)
+    except ModuleNotFoundError as exc:  # onnx, onnxruntime or onnxscript: the export extra
+        raise CommandError(f"export onnx needs {exc.name}: pip install 'lmplanes[export]'") from None
     except (TypeError, ValueError, RuntimeError, FileExistsError) as exc:
         raise _export_error(exc) from None
     print(f"wrote {out / 'model.onnx'} (checked in onnxruntime against PyTorch)")

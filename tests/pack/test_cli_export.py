@@ -78,3 +78,16 @@ def test_modelpack_round_trip(ckpt: Path, tmp_path: Path) -> None:
                  "--cache", str(tmp_path / "cache")]) == 0
     assert main(["checkpoint", "verify", str(tmp_path / "back")]) == 0
     assert main(["export", "unpack", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
+
+
+def test_export_onnx_without_the_export_extra_says_what_to_install(ckpt: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import export
+
+    def missing(*args: object, **kwargs: object) -> None:
+        raise ModuleNotFoundError("No module named 'onnxscript'", name="onnxscript")
+
+    monkeypatch.setattr(export, "export_onnx", missing)
+    assert main(["export", "onnx", "--checkpoint", str(ckpt), "--out", str(tmp_path / "onnx")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "lmplanes: error: export onnx needs onnxscript: pip install 'lmplanes[export]'"
+    )
