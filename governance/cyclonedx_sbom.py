@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cyclonedx.factory.license import LicenseFactory
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
@@ -129,11 +129,10 @@ def _library(p: Package) -> Component:
 
 
 def _licenses(spdx: str | None, name: str | None) -> list[Any]:
-    factory = LicenseFactory()
     if spdx and valid_spdx(spdx):
-        return [factory.make_with_expression(spdx)]
+        return [LicenseExpression(spdx)]
     if name:
-        return [factory.make_with_name(name)]
+        return [DisjunctiveLicense(name=name)]
     return []
 
 
