@@ -166,3 +166,12 @@ def test_an_unsigned_release(released):
 def test_no_release_at_all(checkpoint):
     assert governance.verify_release(checkpoint) == [
         f"{ART}/: missing (make the release with: python -m governance release {checkpoint})"]
+
+
+def test_a_released_checkpoint_loads_and_can_be_replaced(released):
+    lm = model.load_checkpoint(released)
+    model.save_checkpoint(lm, released, overwrite=True)  # its release is stale now, and goes with it
+    assert not (released / ART).exists() and model.verify_checkpoint(released) == []
+    (released / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt"):  # anything else is still someone's file
+        model.save_checkpoint(lm, released, overwrite=True)
