@@ -13,7 +13,7 @@ from governance.gate import verify_release
 from governance.lineage import build_lineage, write_lineage
 from governance.receipt import make_receipt, run_with_receipt, write_receipt
 from governance.release import release
-from governance.signing import keygen, load_private_key, sign_file, signature_problems
+from governance.signing import keygen, load_private_key, public_key_path, sign_file, signature_problems
 from governance.spdx_sbom import build_spdx, spdx_errors, write_spdx
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "keygen",
     "load_private_key",
     "make_receipt",
+    "public_key_path",
     "release",
     "run_with_receipt",
     "sign_file",
