@@ -11,6 +11,7 @@ from governance.environment import Package, installed_packages
 from governance.files import ARTIFACTS_DIR, GovernanceError
 from governance.gate import verify_release
 from governance.lineage import build_lineage, write_lineage
+from governance.openssf import model_signature_problems, sign_model
 from governance.receipt import make_receipt, run_with_receipt, write_receipt
 from governance.release import release
 from governance.signing import keygen, load_private_key, public_key_path, sign_file, signature_problems
@@ -30,10 +31,12 @@ __all__ = [
     "keygen",
     "load_private_key",
     "make_receipt",
+    "model_signature_problems",
     "public_key_path",
     "release",
     "run_with_receipt",
     "sign_file",
+    "sign_model",
     "signature_problems",
     "spdx_errors",
     "verify_release",

@@ -47,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passphrase-env", **passphrase)  # type: ignore[arg-type]
     p.set_defaults(run=_sign)
 
-    p = commands.add_parser("keygen", help="make an Ed25519 key pair (private key mode 0600)")
+    p = commands.add_parser("keygen", help="make a signing key pair (private key mode 0600)")
     p.add_argument("--out", required=True, metavar="PEM", help="private key file; the public key goes to NAME.pub.pem")
+    p.add_argument("--algorithm", choices=("ed25519", "ecdsa-p256"), default="ed25519",
+                   help="ed25519 (default) signs the checksums; ecdsa-p256 is for --model-signing-key")
     p.add_argument("--passphrase-env", **passphrase)  # type: ignore[arg-type]
     p.set_defaults(run=_keygen)
 
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, action="append", default=[], metavar="N", help="record in the receipt")
     p.add_argument("--export", action="append", default=[], metavar="DIR", help="an export made from it")
     p.add_argument("--data", action="append", default=[], metavar="DIR", help="a data build it was trained on")
+    p.add_argument("--model-signing-key", metavar="PEM", help="ECDSA key: also sign in the OpenSSF model-signing "
+                   "format (needs the model-signing package); its passphrase from --passphrase-env too")
     p.set_defaults(run=_release)
     return parser
 
@@ -128,7 +132,7 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    private, public = keygen(args.out, passphrase_from_env(args.passphrase_env))
+    private, public = keygen(args.out, passphrase_from_env(args.passphrase_env), algorithm=args.algorithm)
     print(f"private key {private} (mode 0600), public key {public}")
     return 0
 
@@ -161,9 +165,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    problems = release(args.directory, key=args.key, passphrase=passphrase_from_env(args.passphrase_env),
-                       command=args.argv, seeds=args.seed, metrics=args.metrics, exports=args.export,
-                       data_dirs=args.data)
+    passphrase = passphrase_from_env(args.passphrase_env)
+    problems = release(args.directory, key=args.key, passphrase=passphrase, command=args.argv, seeds=args.seed,
+                       metrics=args.metrics, exports=args.export, data_dirs=args.data,
+                       model_key=args.model_signing_key, model_passphrase=passphrase)
     return _report(args.directory, problems, signed=args.key is not None)
 
 

@@ -4,8 +4,9 @@ DIR is a checkpoint or export directory released by :func:`governance.release.re
 ``DIR/artifacts/``. It passes only when every artifact is there, every line of ``CHECKSUMS.sha256`` is
 well-formed and matches its file, the checksums cover the weights, config, model card, manifest and every
 other artifact, the Ed25519 signature over them holds (against a trusted public key when one is given), both
-SBOMs validate against their schemas and describe this model, the receipt and lineage are complete, and the
-release card and the checkpoint's own card still describe the files beside them. Every problem is one line.
+SBOMs validate against their schemas and describe this model, the receipt and lineage are complete, the
+release card and the checkpoint's own card still describe the files beside them, and an OpenSSF model
+signature, when the release has one, verifies. Every problem is one line.
 Needs no GPU and imports no model code.
 """
 
@@ -20,6 +21,7 @@ from governance.checkpoint import card_problems, read_card
 from governance.checksums import check_checksums
 from governance.cyclonedx_sbom import cyclonedx_errors, model_ref
 from governance.lineage import lineage_problems
+from governance.openssf import model_signature_problems
 from governance.receipt import receipt_problems
 from governance.signing import signature_problems
 from governance.spdx_sbom import spdx_errors
@@ -31,7 +33,7 @@ SIGNING_ARTIFACTS = (f.SIGNATURE, f.PUBLIC_KEY)
 
 def covered_paths(root: Path, card: ModelCard) -> list[str]:
     """What the checksum file of a release must list, relative to the released directory."""
-    own = [p for p in (f.CONFIG, f.MODELCARD, f.MANIFEST) if (root / p).is_file()]
+    own = [p for p in (f.CONFIG, f.MODELCARD, f.MANIFEST, f"{f.ARTIFACTS_DIR}/{f.MODEL_SIG}") if (root / p).is_file()]
     return sorted({*(ref.path for ref in card.files), *own, *(f"{f.ARTIFACTS_DIR}/{a}" for a in CHECKSUMMED_ARTIFACTS)})
 
 
@@ -60,6 +62,8 @@ def verify_release(directory: str | Path, *, trusted_key: str | Path | None = No
         problems += signature_problems(art / f.CHECKSUMS, art / f.SIGNATURE, art / f.PUBLIC_KEY)
         if trusted_key is not None and _pem(Path(trusted_key)) != _pem(art / f.PUBLIC_KEY):
             problems.append(f"{f.PUBLIC_KEY}: not the trusted key {trusted_key}; the release was signed by someone else")
+    if (art / f.MODEL_SIG).is_file():  # optional: an OpenSSF model-signing signature
+        problems += model_signature_problems(root, art / f.MODEL_SIG_KEY)
     if (art / f.SBOM_CDX).is_file():
         problems += [f"{f.SBOM_CDX}: {e}" for e in _cyclonedx_problems(art / f.SBOM_CDX, card)]
     if (art / f.SBOM_SPDX).is_file():

@@ -20,6 +20,7 @@ from governance.checksums import write_checksums
 from governance.cyclonedx_sbom import write_cyclonedx
 from governance.gate import covered_paths, verify_release
 from governance.lineage import write_lineage
+from governance.openssf import load_model_key, model_signing_package, sign_model
 from governance.receipt import make_receipt, now, write_receipt
 from governance.signing import load_private_key, sign_file
 from governance.spdx_sbom import write_spdx
@@ -27,13 +28,18 @@ from governance.spdx_sbom import write_spdx
 
 def release(directory: str | Path, *, key: str | Path | None = None, passphrase: bytes | None = None,
             command: Sequence[str] = (), seeds: Sequence[int] = (), metrics: str | Path | None = None,
-            exports: Sequence[str | Path] = (), data_dirs: Sequence[str | Path] = ()) -> list[str]:
+            exports: Sequence[str | Path] = (), data_dirs: Sequence[str | Path] = (),
+            model_key: str | Path | None = None, model_passphrase: bytes | None = None) -> list[str]:
     """Write the release artifacts of ``directory`` and return :func:`verify_release`'s problems (empty when
-    the release passes). Without ``key`` the release is unsigned and checked as such."""
+    the release passes). Without ``key`` the release is unsigned and checked as such. ``model_key`` (ECDSA)
+    adds an OpenSSF model-signing signature of the checkpoint (:mod:`governance.openssf`)."""
     started = now()
     root = Path(directory)
     card = read_card(root)
     private = load_private_key(key, passphrase) if key is not None else None  # a bad key fails before any write
+    if model_key is not None:
+        load_model_key(model_key, model_passphrase)
+        model_signing_package()
     art = root / f.ARTIFACTS_DIR
     art.mkdir(exist_ok=True)
     write_cyclonedx(card, art / f.SBOM_CDX, content_id=checkpoint_id(root))
@@ -42,13 +48,22 @@ def release(directory: str | Path, *, key: str | Path | None = None, passphrase:
     write_receipt(art / f.RECEIPT, make_receipt(command=command, started_at=started, ended_at=now(), seeds=seeds,
                                                 checkpoint=root))
     write_card(root, art, metrics=metrics, sbom=art / f.SBOM_CDX, receipt=art / f.RECEIPT)
+    if model_key is not None:
+        sign_model(root, model_key, model_passphrase)
+    else:
+        _remove_stale(art, f.MODEL_SIG, f.MODEL_SIG_KEY)
     write_checksums(root, [root / p for p in covered_paths(root, card)], art / f.CHECKSUMS)
     if private is not None:
         sign_file(art / f.CHECKSUMS, private, art / f.SIGNATURE, art / f.PUBLIC_KEY)
     else:
-        for stale in (f.SIGNATURE, f.PUBLIC_KEY):  # a signature of an earlier release must not outlive it
-            (art / stale).unlink(missing_ok=True)
+        _remove_stale(art, f.SIGNATURE, f.PUBLIC_KEY)
     return verify_release(root, signed=private is not None)
+
+
+def _remove_stale(art: Path, *names: str) -> None:
+    """A signature of an earlier release must not outlive it."""
+    for name in names:
+        (art / name).unlink(missing_ok=True)
 
 
 def passphrase_from_env(name: str | None) -> bytes | None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from governance.files import GovernanceError, write_bytes
@@ -29,15 +31,20 @@ def public_key_path(private: str | os.PathLike[str]) -> Path:
     return private.with_name(stem + ".pub.pem")
 
 
-def keygen(private: str | os.PathLike[str], passphrase: bytes | None = None) -> tuple[Path, Path]:
-    """Make an Ed25519 key pair: the private key at ``private`` (mode 0600, PKCS#8 PEM, encrypted with
-    ``passphrase`` if given) and the public key beside it (:func:`public_key_path`). Refuses to replace a key."""
+def keygen(private: str | os.PathLike[str], passphrase: bytes | None = None, *,
+           algorithm: Literal["ed25519", "ecdsa-p256"] = "ed25519") -> tuple[Path, Path]:
+    """Make a key pair: the private key at ``private`` (mode 0600, PKCS#8 PEM, encrypted with ``passphrase``
+    if given) and the public key beside it (:func:`public_key_path`). Refuses to replace a key. Ed25519 signs
+    the checksum file; an ECDSA P-256 key is for the OpenSSF model-signing format (:mod:`governance.openssf`),
+    whose key mode takes only ECDSA."""
     private = Path(private)
     public = public_key_path(private)
     for path in (private, public):
         if path.exists():
             raise GovernanceError(f"{path}: already exists; refusing to replace a key (remove it first)")
-    key = Ed25519PrivateKey.generate()
+    key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
+        Ed25519PrivateKey.generate() if algorithm == "ed25519" else ec.generate_private_key(ec.SECP256R1())
+    )
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -47,7 +54,7 @@ def keygen(private: str | os.PathLike[str], passphrase: bytes | None = None) -> 
     return private, public
 
 
-def public_pem(key: Ed25519PublicKey) -> bytes:
+def public_pem(key: Ed25519PublicKey | ec.EllipticCurvePublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -175,3 +175,38 @@ def test_a_released_checkpoint_loads_and_can_be_replaced(released):
     (released / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="notes.txt"):  # anything else is still someone's file
         model.save_checkpoint(lm, released, overwrite=True)
+
+
+def _model_signing_cli() -> str | None:
+    try:
+        import model_signing  # noqa: F401  (a broken install, e.g. without pyOpenSSL, fails here)
+    except ImportError:
+        return None
+    return shutil.which("model_signing")
+
+
+@pytest.mark.skipif(_model_signing_cli() is None, reason="the OpenSSF model-signing package is not installed")
+def test_openssf_model_signature_verified_by_model_signing(released, tmp_path):
+    ec_key, ec_public = governance.keygen(tmp_path / "ecdsa.pem", algorithm="ecdsa-p256")
+    assert governance.release(released, key=None, model_key=ec_key) == []  # unsigned checksums, signed model
+    art = released / ART
+    assert "artifacts/model.sig" in (art / "CHECKSUMS.sha256").read_text()
+
+    def model_signing_verify() -> subprocess.CompletedProcess:
+        return subprocess.run([str(_model_signing_cli()), "verify", "key", str(released), "--signature",
+                               str(art / "model.sig"), "--public_key", str(ec_public), "--ignore-paths", str(art)],
+                              capture_output=True, text=True)
+
+    assert model_signing_verify().returncode == 0
+    shard = sorted(released.glob("model-*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert model_signing_verify().returncode != 0
+    problems = governance.verify_release(released, signed=False)
+    assert any(p.startswith("model.sig: OpenSSF model signature does not verify") for p in problems)
+
+
+def test_model_signing_refuses_an_ed25519_key(released, key_pair):
+    with pytest.raises(governance.GovernanceError, match="takes an ECDSA key"):
+        governance.release(released, model_key=key_pair[0])
