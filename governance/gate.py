@@ -23,8 +23,8 @@ from governance.cyclonedx_sbom import cyclonedx_errors, model_ref
 from governance.lineage import lineage_problems
 from governance.openssf import model_signature_problems
 from governance.receipt import receipt_problems
-from governance.signing import signature_problems
-from governance.spdx_sbom import spdx_errors
+from governance.signing import public_key_bytes, signature_problems
+from governance.spdx_sbom import spdx_errors, spdx_mismatch
 from specs.card import ModelCard
 
 CHECKSUMMED_ARTIFACTS = (f.SBOM_CDX, f.SBOM_SPDX, f.RECEIPT, f.LINEAGE, f.CARD_MD, f.CARD_JSON)
@@ -40,6 +40,8 @@ def covered_paths(root: Path, card: ModelCard) -> list[str]:
 def verify_release(directory: str | Path, *, trusted_key: str | Path | None = None, signed: bool = True) -> list[str]:
     """Every problem of the release in ``directory``, one line each (empty: the release passes the gate)."""
     root = Path(directory)
+    if trusted_key is not None and not Path(trusted_key).is_file():
+        raise f.GovernanceError(f"{trusted_key}: no such public key file")
     if not root.is_dir():
         return [f"{root}: not a directory"]
     art = root / f.ARTIFACTS_DIR
@@ -59,15 +61,17 @@ def verify_release(directory: str | Path, *, trusted_key: str | Path | None = No
     if card is not None and entries:
         problems += [f"{p}: not covered by {f.CHECKSUMS}" for p in covered_paths(root, card) if p not in entries]
     if signed and (art / f.CHECKSUMS).is_file() and (art / f.SIGNATURE).is_file() and (art / f.PUBLIC_KEY).is_file():
-        problems += signature_problems(art / f.CHECKSUMS, art / f.SIGNATURE, art / f.PUBLIC_KEY)
-        if trusted_key is not None and _pem(Path(trusted_key)) != _pem(art / f.PUBLIC_KEY):
+        # with a trusted key the signature must hold against it: the release's own key proves integrity only
+        problems += signature_problems(art / f.CHECKSUMS, art / f.SIGNATURE, Path(trusted_key or art / f.PUBLIC_KEY))
+        if trusted_key is not None and public_key_bytes(Path(trusted_key)) != public_key_bytes(art / f.PUBLIC_KEY):
             problems.append(f"{f.PUBLIC_KEY}: not the trusted key {trusted_key}; the release was signed by someone else")
     if (art / f.MODEL_SIG).is_file():  # optional: an OpenSSF model-signing signature
         problems += model_signature_problems(root, art / f.MODEL_SIG_KEY)
     if (art / f.SBOM_CDX).is_file():
         problems += [f"{f.SBOM_CDX}: {e}" for e in _cyclonedx_problems(art / f.SBOM_CDX, card)]
     if (art / f.SBOM_SPDX).is_file():
-        problems += [f"{f.SBOM_SPDX}: schema error: {e}" for e in spdx_errors(art / f.SBOM_SPDX)]
+        spdx = [f"{f.SBOM_SPDX}: schema error: {e}" for e in spdx_errors(art / f.SBOM_SPDX)]
+        problems += spdx or ([f"{f.SBOM_SPDX}: {e}" for e in spdx_mismatch(art / f.SBOM_SPDX, card)] if card else [])
     if (art / f.RECEIPT).is_file():
         problems += receipt_problems(art / f.RECEIPT)
     if card is not None and (art / f.LINEAGE).is_file():
@@ -92,10 +96,3 @@ def _cyclonedx_problems(path: Path, card: ModelCard | None) -> list[str]:
     hashes = {c.get("name"): [h.get("content") for h in c.get("hashes", [])] for c in component.get("components", [])}
     return [f"{ref.path}: sha256 in the SBOM differs from {f.MODELCARD}" for ref in card.files
             if hashes.get(ref.path) != [ref.sha256]]
-
-
-def _pem(path: Path) -> bytes:
-    try:
-        return path.read_bytes().strip()
-    except OSError as exc:
-        raise f.GovernanceError(f"{path}: cannot read the trusted public key ({exc.strerror})") from exc

@@ -84,6 +84,16 @@ def sign_file(target: str | os.PathLike[str], key: Ed25519PrivateKey, signature:
     write_bytes(public, public_pem(key.public_key()))
 
 
+def public_key_bytes(path: Path) -> bytes | None:
+    """The raw bytes of the public key in the PEM file ``path`` (None if it holds none), so that two files
+    holding one key compare equal whatever their PEM line breaks."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def signature_problems(target: Path, signature: Path, public: Path) -> list[str]:
     """Why ``signature`` is not a valid Ed25519 signature of ``target`` by the key in ``public`` (empty if it is)."""
     for path in (target, signature, public):

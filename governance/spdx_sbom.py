@@ -112,6 +112,18 @@ def spdx_errors(path: str | Path) -> list[str]:
     return [m.validation_message for m in validate_full_spdx_document(document)]
 
 
+def spdx_mismatch(path: str | Path, card: ModelCard) -> list[str]:
+    """Where a valid SPDX document does not describe the model of ``card`` (its name, its files' SHA256)."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    model = next((p for p in document.get("packages", []) if p.get("SPDXID") == "SPDXRef-Model"), None)
+    if model is None or model.get("name") != card.name:
+        return [f"no model package {card.name!r}"]
+    found = {e["fileName"].removeprefix("./"): {c["algorithm"]: c["checksumValue"] for c in e.get("checksums", [])}
+             for e in document.get("files", [])}
+    return [f"{ref.path}: SHA256 differs from modelcard.json" for ref in card.files
+            if found.get(ref.path, {}).get("SHA256") != ref.sha256]
+
+
 def _rel(a: str, kind: str, b: str) -> dict[str, str]:
     return {"spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b}
 

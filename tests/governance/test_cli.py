@@ -71,6 +71,7 @@ def test_single_commands(checkpoint, tmp_path, capsys):
     (["release", "{ckpt}", "--key", "{tmp}/none.pem"], "none.pem: cannot read the signing key"),
     (["release", "{ckpt}", "--key", "{tmp}/k.pem", "--passphrase-env", "NOT_SET_ANYWHERE"], "is not set"),
     (["keygen", "--out", "{tmp}/k.pem"], "already exists; refusing to replace a key"),
+    (["verify", "{ckpt}", "--key", "{tmp}/nope.pem"], "{tmp}/nope.pem: no such public key file"),
     (["sign", "--files", "{tmp}/missing", "--out", "{tmp}/S"], "missing: no such file to checksum"),
     (["sbom", "--checkpoint", "{ckpt}", "--out", "{tmp}/no/dir/S.json"], "folder {tmp}/no/dir does not exist"),
     (["card", "--checkpoint", "{ckpt}", "--out-dir", "{tmp}", "--metrics", "{tmp}/k.pem"], "not a readable metrics"),

@@ -104,7 +104,9 @@ def test_a_release_re_signed_by_someone_else_fails_against_the_trusted_key(relea
                          art / "ed25519.pub.pem")
     assert governance.verify_release(released) == []  # consistent on its own ...
     problems = governance.verify_release(released, trusted_key=key_pair[1])
-    assert problems == [f"ed25519.pub.pem: not the trusted key {key_pair[1]}; the release was signed by someone else"]
+    assert problems == [
+        "CHECKSUMS.sha256.sig: bad signature: CHECKSUMS.sha256 was not signed by the key in release.pub.pem",
+        f"ed25519.pub.pem: not the trusted key {key_pair[1]}; the release was signed by someone else"]
     assert not openssl_ok(released, key_pair[1])  # ... but not by the key we trust
 
 
@@ -145,6 +147,21 @@ def test_spdx_with_a_bad_field(released):
     sbom.write_text(json.dumps(doc))
     assert any(p.startswith("SBOM.spdx.json: schema error") for p in governance.verify_release(released))
     assert subprocess.run(["pyspdxtools", "-i", str(sbom)], capture_output=True).returncode != 0
+
+
+def test_sboms_that_describe_other_files(released):
+    """Schema-valid SBOMs whose file hashes are not the checkpoint's (e.g. copied from another release)."""
+    art = released / ART
+    bom = json.loads((art / "SBOM.cdx.json").read_text())
+    bom["metadata"]["component"]["components"][0]["hashes"][0]["content"] = "0" * 64
+    (art / "SBOM.cdx.json").write_text(json.dumps(bom))
+    doc = json.loads((art / "SBOM.spdx.json").read_text())
+    doc["files"][0]["checksums"][1]["checksumValue"] = "0" * 64
+    (art / "SBOM.spdx.json").write_text(json.dumps(doc))
+    name = bom["metadata"]["component"]["components"][0]["name"]
+    problems = governance.verify_release(released)
+    assert f"SBOM.cdx.json: {name}: sha256 in the SBOM differs from modelcard.json" in problems
+    assert f"SBOM.spdx.json: {doc['files'][0]['fileName'][2:]}: SHA256 differs from modelcard.json" in problems
 
 
 def test_card_that_no_longer_matches_the_checkpoint(released):
