@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import specs
 from governance.card import card_mismatch
 from governance.checkpoint import checkpoint_id, read_card
 from governance.lineage import lineage_problems
-from governance.receipt import CODE_ROOT, make_receipt, now
+from governance.receipt import CODE_ROOT, gpus, make_receipt, now
 from tests.governance.conftest import DATA_SHA
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' is not installed")
@@ -107,3 +108,14 @@ def test_card_of_another_checkpoint_is_a_mismatch(released_once, checkpoint, tmp
     specs.write_manifest(other)
     problems = card_mismatch(released_once / "artifacts" / "MODEL_CARD.json", other, read_card(other))
     assert len(problems) == 1 and "content id" in problems[0]
+
+
+def test_gpus_come_from_nvidia_smi_when_it_is_on_the_path(tmp_path, monkeypatch):
+    """No torch, no CUDA: the probe is nvidia-smi's CSV (a stand-in script here, with its real output format)."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 570.86.15, 143771 MiB'\necho 'NVIDIA H200, 570.86.15, 143771 MiB'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert gpus() == [{"name": "NVIDIA H200", "driver_version": "570.86.15", "memory.total": "143771 MiB"}] * 2
+    fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert gpus() == []
