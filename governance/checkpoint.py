@@ -27,7 +27,8 @@ def read_card(directory: str | Path) -> ModelCard:
     try:
         card = load_config(path, kind="modelcard")
     except ConfigError as exc:
-        raise GovernanceError(f"{path}: not a valid model card: {' / '.join(str(exc).splitlines())}") from exc
+        reasons = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)  # one line
+        raise GovernanceError(f"{path}: not a valid model card: {reasons}") from exc
     assert isinstance(card, ModelCard)
     return card
 

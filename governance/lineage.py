@@ -113,7 +113,10 @@ def _shards(manifest_path: Path) -> list[tuple[str, str]]:
         raise GovernanceError(f"{manifest_path}: not a readable data build manifest ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != SHARDS_FORMAT:
         raise GovernanceError(f"{manifest_path}: not a token-shard build manifest (format {SHARDS_FORMAT!r})")
-    return [(s["path"], s["sha256"]) for split in manifest["splits"].values() for s in split["shards"]]
+    try:
+        return [(s["path"], s["sha256"]) for split in manifest["splits"].values() for s in split["shards"]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise GovernanceError(f"{manifest_path}: malformed token-shard build manifest (no splits/shards: {exc!r})") from exc
 
 
 def _quote(text: str) -> str:

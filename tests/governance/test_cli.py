@@ -83,3 +83,19 @@ def test_user_mistakes_are_one_line_and_exit_1(checkpoint, tmp_path, capsys, arg
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message.format(tmp=tmp_path) in err, err
+
+
+def test_a_malformed_data_manifest_is_one_line(checkpoint, tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text('{"format": "lmplanes-token-shards", "splits": {"train": {}}}')
+    assert main(["lineage", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "L.dot"), "--data",
+                 str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "malformed token-shard build manifest" in err
+
+
+def test_a_broken_model_card_is_one_line(tmp_path, capsys):
+    (tmp_path / "modelcard.json").write_text('{"kind": "modelcard", "version": 1, "nme": 3}')
+    assert main(["release", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "name: required field is missing" in err and "did you mean 'name'" in err
+    assert not (tmp_path / "artifacts").exists()  # nothing written for an unusable directory
