@@ -30,11 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Release artifacts for checkpoints: SBOMs, signed "
                                      "checksums, receipts, lineage, model cards, and the release gate.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    ckpt = {"metavar": "DIR", "default": ".", "help": "the checkpoint or export directory (default: .)"}
-    passphrase = {"metavar": "NAME", "help": "read the key's passphrase from environment variable NAME"}
 
     p = commands.add_parser("sbom", help="CycloneDX 1.6 (or SPDX 2.3) SBOM of the model and this environment")
-    p.add_argument("--checkpoint", **ckpt)  # type: ignore[arg-type]
+    _checkpoint_option(p)
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--format", choices=("cyclonedx", "spdx"), default="cyclonedx")
     p.set_defaults(run=_sbom)
@@ -44,14 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="the checksum file; .sig and the public key beside it")
     p.add_argument("--root", default=".", metavar="DIR", help="paths are written relative to DIR (default: .)")
     p.add_argument("--key", metavar="PEM", help="Ed25519 private key (from keygen); without it nothing is signed")
-    p.add_argument("--passphrase-env", **passphrase)  # type: ignore[arg-type]
+    _passphrase_option(p)
     p.set_defaults(run=_sign)
 
     p = commands.add_parser("keygen", help="make a signing key pair (private key mode 0600)")
     p.add_argument("--out", required=True, metavar="PEM", help="private key file; the public key goes to NAME.pub.pem")
     p.add_argument("--algorithm", choices=("ed25519", "ecdsa-p256"), default="ed25519",
                    help="ed25519 (default) signs the checksums; ecdsa-p256 is for --model-signing-key")
-    p.add_argument("--passphrase-env", **passphrase)  # type: ignore[arg-type]
+    _passphrase_option(p)
     p.set_defaults(run=_keygen)
 
     p = commands.add_parser("receipt", help="RECEIPT.json: system, Python, packages, git, command, seeds, hashes")
@@ -64,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_receipt)
 
     p = commands.add_parser("lineage", help="LINEAGE.dot: data shards -> run -> checkpoint -> exports")
-    p.add_argument("--checkpoint", **ckpt)  # type: ignore[arg-type]
+    _checkpoint_option(p)
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--export", action="append", default=[], metavar="DIR", help="an export made from it")
     p.add_argument("--data", action="append", default=[], metavar="DIR", help="a data build (manifest.json) it read")
@@ -72,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_lineage)
 
     p = commands.add_parser("card", help="MODEL_CARD.md + MODEL_CARD.json from modelcard.json, metrics, SBOM, receipt")
-    p.add_argument("--checkpoint", **ckpt)  # type: ignore[arg-type]
+    _checkpoint_option(p)
     p.add_argument("--out-dir", required=True, metavar="DIR")
     p.add_argument("--metrics", metavar="FILE", help="JSON object of metric names to numbers")
     p.add_argument("--sbom", metavar="FILE")
@@ -88,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("release", help="every artifact into DIR/artifacts/, then verify")
     p.add_argument("directory", metavar="DIR", help="a checkpoint or export directory")
     p.add_argument("--key", metavar="PEM", help="Ed25519 private key; without it the release is unsigned")
-    p.add_argument("--passphrase-env", **passphrase)  # type: ignore[arg-type]
+    _passphrase_option(p)
     p.add_argument("--metrics", metavar="FILE", help="JSON object of metric names to numbers, for the card")
     p.add_argument("--seed", type=int, action="append", default=[], metavar="N", help="record in the receipt")
     p.add_argument("--export", action="append", default=[], metavar="DIR", help="an export made from it")
@@ -97,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "format (needs the model-signing package); its passphrase from --passphrase-env too")
     p.set_defaults(run=_release)
     return parser
+
+
+def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="DIR", default=".", help="the checkpoint or export directory (default: .)")
+
+
+def _passphrase_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--passphrase-env", metavar="NAME", help="read the key's passphrase from environment variable NAME")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
