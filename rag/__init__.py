@@ -5,18 +5,39 @@ Imports ``specs``, ``data`` and ``serve`` only: the encoder is any :class:`specs
 any :class:`serve.ServedModel`; ``pack`` builds them. See README.md.
 """
 
+from rag.answer import Answer, answer, build_messages, citations
+from rag.bm25 import BM25Index, reciprocal_rank_fusion
+from rag.build import build_index, chunk_documents, read_folder
 from rag.chunkers import ChunkerConfig, chunk_document, chunk_markdown, chunk_text, chunk_tokens
 from rag.chunks import Chunk
 from rag.embedder import Embedder, EmbedderSettings, sentence_settings
+from rag.faiss_index import FaissIndex
+from rag.store import Hit, IndexConfig, RagIndex
+from rag.vector_index import ExactIndex, VectorIndex
 
 __all__ = [
+    "Answer",
+    "BM25Index",
     "Chunk",
     "ChunkerConfig",
     "Embedder",
     "EmbedderSettings",
+    "ExactIndex",
+    "FaissIndex",
+    "Hit",
+    "IndexConfig",
+    "RagIndex",
+    "VectorIndex",
+    "answer",
+    "build_index",
+    "build_messages",
     "chunk_document",
+    "chunk_documents",
     "chunk_markdown",
     "chunk_text",
     "chunk_tokens",
+    "citations",
+    "read_folder",
+    "reciprocal_rank_fusion",
     "sentence_settings",
 ]
