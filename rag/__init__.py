@@ -12,6 +12,7 @@ from rag.chunkers import ChunkerConfig, chunk_document, chunk_markdown, chunk_te
 from rag.chunks import Chunk
 from rag.embedder import Embedder, EmbedderSettings, sentence_settings
 from rag.faiss_index import FaissIndex
+from rag.quality import LabelledQuestion, first_relevant_ranks, load_questions, mean_reciprocal_rank, recall_at_k
 from rag.store import Hit, IndexConfig, RagIndex
 from rag.vector_index import ExactIndex, VectorIndex
 
@@ -26,6 +27,7 @@ __all__ = [
     "FaissIndex",
     "Hit",
     "IndexConfig",
+    "LabelledQuestion",
     "RagIndex",
     "VectorIndex",
     "answer",
@@ -37,7 +39,11 @@ __all__ = [
     "chunk_text",
     "chunk_tokens",
     "citations",
+    "first_relevant_ranks",
+    "load_questions",
+    "mean_reciprocal_rank",
     "read_folder",
+    "recall_at_k",
     "reciprocal_rank_fusion",
     "sentence_settings",
 ]

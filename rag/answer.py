@@ -47,13 +47,15 @@ def citations(text: str, count: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(n for n in found if 1 <= n <= count))
 
 
-def answer(served: ServedModel, question: str, passages: Sequence[Hit], cfg: GenerationConfig) -> Answer:
-    """Generate the answer to ``question`` from ``passages`` (greedy unless ``cfg`` samples)."""
+def answer(served: ServedModel, question: str, passages: Sequence[Hit], cfg: GenerationConfig, *,
+           stop: Sequence[str] = ()) -> Answer:
+    """Generate the answer to ``question`` from ``passages`` (greedy unless ``cfg`` samples), ending before any
+    ``stop`` string."""
     prompt = served.encode_chat(build_messages(question, passages))
 
     async def run() -> str:
         pieces = []
-        deltas = generate_text(served.backend, served.tokenizer, prompt, cfg)
+        deltas = generate_text(served.backend, served.tokenizer, prompt, cfg, stop=stop)
         async with contextlib.aclosing(deltas):
             async for delta in deltas:
                 pieces.append(delta.text)

@@ -65,7 +65,7 @@ def chunk_tokens(text: str, source: str, tokenizer: Tokenizer, *, size: int, ove
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must be in [0, size={size}), got {overlap}")
     offsets = tokenizer.backend.encode(text, add_special_tokens=False).offsets
-    chunks = []
+    chunks: list[Chunk] = []
     for first in range(0, len(offsets), size - overlap):
         window = offsets[first : first + size]
         chunks.extend(Chunk.of(text, source, s, e) for s, e in _stripped(text, window[0][0], window[-1][1]))
@@ -156,7 +156,8 @@ def _sections(text: str) -> Iterator[tuple[int, int, int, tuple[str, ...]]]:
     """``(start, end, body_start, heading_path)`` per section; the text before the first heading is a section
     with an empty path."""
     path: list[tuple[int, str]] = []  # (level, title) from the top
-    start, body_start, current = 0, 0, ()
+    start, body_start = 0, 0
+    current: tuple[str, ...] = ()
     offset = 0
     fence: str | None = None
     for line in text.splitlines(keepends=True):

@@ -92,10 +92,10 @@ def contracts() -> list[dict[str, Any]]:
         },
         {
             "id": "hf-is-a-test-oracle",
-            "name": "transformers is a test oracle, never a runtime dependency",
+            "name": "transformers and sentence-transformers are test oracles, never runtime dependencies",
             "type": "forbidden",
             "source_modules": PLANES,
-            "forbidden_modules": ["transformers"],
+            "forbidden_modules": ["transformers", "sentence_transformers"],
         },
     ]
     for app, allowed in APPS.items():
