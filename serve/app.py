@@ -49,16 +49,18 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None, *,
         if embedder is not None:
             embedder.close()
 
+    routes = [
+        Route("/v1/completions", api.completions, methods=["POST"]),
+        Route("/v1/chat/completions", api.chat, methods=["POST"]),
+        Route("/v1/models", api.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", api.model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+    ]
+    if embedder is not None:  # without one, /v1/embeddings is an unknown URL, as on OpenAI-style servers without it
+        routes.append(Route("/v1/embeddings", embedding_route(embedder), methods=["POST"]))
     return Starlette(
-        routes=[
-            Route("/v1/completions", api.completions, methods=["POST"]),
-            Route("/v1/chat/completions", api.chat, methods=["POST"]),
-            Route("/v1/embeddings", embedding_route(embedder), methods=["POST"]),
-            Route("/v1/models", api.models, methods=["GET"]),
-            Route("/v1/models/{model:path}", api.model, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics_page, methods=["GET"]),
-        ],
+        routes=routes,
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -70,14 +71,11 @@ class ServedEmbedder:
             self._pool.shutdown(wait=True)
 
 
-def embedding_route(served: ServedEmbedder | None):
-    """The endpoint for ``served``, or one that says this server embeds nothing."""
+def embedding_route(served: ServedEmbedder) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint for ``served`` (a server without an embedder has no such URL)."""
 
     async def embeddings(request: Request) -> Response:
         body = parse_body(await read_body(request), EmbeddingRequest)
-        if served is None:
-            raise APIError(404, "This server has no embedding model (start it with --embedding-model).",
-                           param="model", code="model_not_found")
         if body.model != served.name:
             raise APIError(404, f"The model '{body.model}' does not exist; this server embeds with '{served.name}'.",
                            param="model", code="model_not_found")
