@@ -81,7 +81,8 @@ def run_index(args: argparse.Namespace) -> int:
                                     overlap=args.overlap)
         documents = rag.read_folder(args.docs)
     except specs.FieldProblem as exc:
-        raise UsageError(f"--{exc.field.replace('_', '-')}: {exc.reason}", "lmplanes rag index") from None
+        flag = {"size": "chunk-tokens", "max_chars": "max-chars"}.get(exc.field, exc.field)
+        raise UsageError(f"--{flag}: {exc.reason}", "lmplanes rag index") from None
     except data.DataError as exc:
         raise CommandError(str(exc)) from None
     folder = Path(args.encoder) if args.encoder else default_encoder_dir()

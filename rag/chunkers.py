@@ -45,7 +45,7 @@ class ChunkerConfig:
         if self.size < 1:
             raise FieldProblem("size", f"must be >= 1, got {self.size}")
         if not 0 <= self.overlap < self.size:
-            raise FieldProblem("overlap", f"must be in [0, size={self.size}), got {self.overlap}")
+            raise FieldProblem("overlap", f"must be at least 0 and below the window size {self.size}, got {self.overlap}")
 
 
 def chunk_document(text: str, source: str, cfg: ChunkerConfig, tokenizer: Tokenizer | None = None) -> list[Chunk]:

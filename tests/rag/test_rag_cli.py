@@ -43,7 +43,10 @@ def test_mistakes_are_one_line(index_dir: Path, minilm_dir: Path, capsys) -> Non
     assert "already exists (pass --overwrite" in capsys.readouterr().err
     assert main(["rag", "index", str(CORPUS), "--out", str(index_dir / "x"), "--chunk-tokens", "8", "--overlap", "8",
                  "--encoder", str(minilm_dir)]) == 2
-    assert "--overlap: must be in [0, size=8)" in capsys.readouterr().err
+    assert "--overlap: must be at least 0 and below the window size 8, got 8" in capsys.readouterr().err
+    assert main(["rag", "index", str(CORPUS), "--out", str(index_dir / "x"), "--chunk-tokens", "0",
+                 "--encoder", str(minilm_dir)]) == 2
+    assert "--chunk-tokens: must be >= 1" in capsys.readouterr().err
     assert main(["rag", "search", str(CORPUS), QUESTION]) == 1
     assert "not a rag index" in capsys.readouterr().err
 
