@@ -63,6 +63,11 @@ def load_served_model(
     return load(Path(args.gguf or args.checkpoint), device, dtype, name, max_batch, threads, max_len, args.quantize)
 
 
+def served_device(args: argparse.Namespace) -> torch.device:
+    """The device ``--device`` names (``auto``: cuda when available)."""
+    return _device(args.device)
+
+
 def _device(name: str) -> torch.device:
     import torch
 

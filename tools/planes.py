@@ -22,6 +22,7 @@ SPINE = ["model", "blocks", "attn", "kernel", "tensor", "specs"]
 # Application planes and the planes each may import (DESIGN.md section 1); they never import the spine.
 APPS: dict[str, list[str]] = {
     "data": ["specs"], "train": ["specs", "data"], "serve": ["specs", "data"], "governance": ["specs"],
+    "rag": ["specs", "data", "serve"],
 }
 # Planes that must stay torch-free at run time (they work on files, on machines without torch).
 TORCH_FREE = ["specs", "governance"]
@@ -94,10 +95,10 @@ def contracts() -> list[dict[str, Any]]:
         },
         {
             "id": "hf-is-a-test-oracle",
-            "name": "transformers is a test oracle, never a runtime dependency",
+            "name": "transformers and sentence-transformers are test oracles, never runtime dependencies",
             "type": "forbidden",
             "source_modules": PLANES,
-            "forbidden_modules": ["transformers"],
+            "forbidden_modules": ["transformers", "sentence_transformers"],
         },
     ]
     for app, allowed in APPS.items():

@@ -36,8 +36,15 @@ SURFACE = {
     "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system"},
     "serve": {
         "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
-        "--shutdown-timeout",
+        "--shutdown-timeout", "--embedding-model", "--embedding-model-name",
     },
+    "rag": {"--help", "-h"},
+    "rag index": {
+        "--help", "-h", "--out", "--overwrite", "--encoder", "--batch-size", "--device", "--chunker", "--max-chars",
+        "--chunk-tokens", "--overlap", "--index", "--no-bm25",
+    },
+    "rag search": {"--help", "-h", "--k", "--mode", "--encoder", "--batch-size", "--device"},
+    "rag ask": {"--help", "-h", "--k", "--mode", "--encoder", "--batch-size", *MODEL, *SAMPLING},
     "env": {"--help", "-h"},
 }
 
@@ -70,9 +77,12 @@ def test_every_leaf_command_has_a_runner() -> None:
         "generate": ["generate", "--checkpoint", "ckpt", "--prompt", "Hi"],
         "chat": ["chat", "--checkpoint", "ckpt"],
         "serve": ["serve", "--checkpoint", "ckpt"],
+        "rag index": ["rag", "index", "docs", "--out", "idx"],
+        "rag search": ["rag", "search", "idx", "question"],
+        "rag ask": ["rag", "ask", "idx", "question", "--gguf", "m.gguf"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data", "rag"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 
