@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # The compute spine, top to bottom: each may import only those below it.
 SPINE = ["model", "blocks", "attn", "kernel", "tensor", "specs"]
 # Application planes and the planes each may import (DESIGN.md section 1); they never import the spine.
-APPS: dict[str, list[str]] = {"data": ["specs"], "train": ["specs", "data"], "serve": ["specs", "data"]}
+APPS: dict[str, list[str]] = {
+    "data": ["specs"],
+    "train": ["specs", "data"],
+    "serve": ["specs", "data"],
+    "eval": ["specs", "data", "serve"],
+}
 # Composition roots, top to bottom: they may import every plane; nothing imports them.
 ROOTS = ["examples", "pack"]
 # Kernel implementations: reached only through kernel.registry, and independent of each other.
