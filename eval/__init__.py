@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from eval.corpora import WIKITEXT2_TEST
 from eval.harness_tasks import TASKS, write_tasks
+from eval.perf import measure_bandwidth, measure_peak_flops, run_perf
+from eval.perf_report import Measured, PerfReport, summarize
 from eval.perplexity import PerplexityResult, Window, perplexity, sliding_windows
 from eval.scoring import Scored, score_last_tokens
 
@@ -25,14 +27,20 @@ __all__ = [
     "TASKS",
     "WIKITEXT2_TEST",
     "LMPlanesLM",
+    "Measured",
+    "PerfReport",
     "PerplexityResult",
     "Scored",
     "Window",
+    "measure_bandwidth",
+    "measure_peak_flops",
     "perplexity",
     "register_with_lm_eval",
     "run_lm_eval",
+    "run_perf",
     "score_last_tokens",
     "sliding_windows",
+    "summarize",
     "write_tasks",
 ]
 
