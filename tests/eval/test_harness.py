@@ -21,7 +21,8 @@ import pytest  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from eval.harness import LMPlanesLM, run_lm_eval  # noqa: E402
+from eval.__main__ import main as eval_main  # noqa: E402
+from eval.harness import LMPlanesLM  # noqa: E402
 from eval.harness_tasks import TASKS, write_tasks  # noqa: E402
 
 TOL = 1e-4
@@ -80,7 +81,7 @@ def test_generate_until_equals_the_hf_backend(tiny_pair) -> None:
 
 
 def test_the_lm_eval_command_line_runs_our_model(tiny_pair, task_dir, tmp_path) -> None:
-    status = run_lm_eval([
+    status = eval_main(["harness",
         "--model", "lmplanes", "--model_args", f"checkpoint={tiny_pair.checkpoint}", "--include_path", str(task_dir),
         "--tasks", "lmplanes_mc", "--limit", "4", "--device", "cpu", "--output_path", str(tmp_path / "out"),
     ])

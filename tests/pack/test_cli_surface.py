@@ -38,6 +38,11 @@ SURFACE = {
         "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
         "--shutdown-timeout",
     },
+    "eval": {"--help", "-h"},
+    "eval ppl": {"--help", "-h", *MODEL, "--text", "--context", "--stride", "--batch", "--json"},
+    "eval perf": {"--help", "-h", *MODEL, "--prompt-tokens", "--new-tokens", "--batch", "--peak-tflops", "--json", "--out"},
+    "eval harness": set(),  # everything after it is lm_eval's own command line
+    "eval tasks": {"--help", "-h"},
     "env": {"--help", "-h"},
 }
 
@@ -70,9 +75,13 @@ def test_every_leaf_command_has_a_runner() -> None:
         "generate": ["generate", "--checkpoint", "ckpt", "--prompt", "Hi"],
         "chat": ["chat", "--checkpoint", "ckpt"],
         "serve": ["serve", "--checkpoint", "ckpt"],
+        "eval ppl": ["eval", "ppl", "--checkpoint", "ckpt"],
+        "eval perf": ["eval", "perf", "--checkpoint", "ckpt"],
+        "eval harness": ["eval", "harness", "run", "--model", "lmplanes"],
+        "eval tasks": ["eval", "tasks", "dir"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data", "eval"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 
