@@ -66,6 +66,8 @@ class LMPlanesLM(TemplateLM):
         super().__init__()
         if (checkpoint is None) == (lm is None):
             raise ValueError("give either checkpoint=DIR or an lm (and its tokenizer)")
+        if device is None and lm is not None:  # a model handed over stays where it is
+            device = str(next(iter(lm.parameters())).device)  # type: ignore[attr-defined]
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if checkpoint is not None:
             weights = None if dtype in (None, "auto") else getattr(torch, str(dtype))
