@@ -99,6 +99,6 @@ def test_refuses_what_it_cannot_do(tiny_pair) -> None:
         LMPlanesLM(lm=tiny_pair.lm, tokenizer=tiny_pair.tokenizer, batch_size="auto")
     ours = LMPlanesLM(lm=tiny_pair.lm, tokenizer=tiny_pair.tokenizer)
     with pytest.raises(ValueError, match="does not know.*beam_width"):
-        ours.generate_until([Instance("generate_until", {}, ("Hi", {"beam_width": 2}), 0)], disable_tqdm=True)
+        ours.generate_until([Instance("generate_until", {}, ("Hi", {"beam_width": 2, "max_gen_toks": 8}), 0)], disable_tqdm=True)
     with pytest.raises(ValueError, match="no room for a prompt"):
         ours.generate_until([Instance("generate_until", {}, ("Hi", {"max_gen_toks": 128}), 0)], disable_tqdm=True)
