@@ -18,6 +18,7 @@ from pack import (
     convert_cmd,
     data_cmd,
     env_cmd,
+    eval_cmd,
     generate_cmd,
     rag_cmd,
     serve_cmd,
@@ -27,8 +28,10 @@ from pack.errors import EXIT_FAILED, EXIT_USAGE, PROG, CommandError, UsageError,
 from specs import CheckpointError, ConfigError
 
 # Subcommand modules, in the order ``lmplanes --help`` lists them. A subcommand arrives with its plane.
-COMMANDS = (config_cmd, data_cmd, train_cmd, generate_cmd, chat_cmd, serve_cmd, rag_cmd, checkpoint_cmd, convert_cmd,
-            env_cmd)
+COMMANDS = (
+    config_cmd, data_cmd, train_cmd, generate_cmd, chat_cmd, serve_cmd, eval_cmd, rag_cmd, checkpoint_cmd, convert_cmd,
+    env_cmd,
+)
 
 
 class _Parser(argparse.ArgumentParser):

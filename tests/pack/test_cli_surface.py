@@ -38,6 +38,11 @@ SURFACE = {
         "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
         "--shutdown-timeout", "--embedding-model", "--embedding-model-name",
     },
+    "eval": {"--help", "-h"},
+    "eval ppl": {"--help", "-h", *MODEL, "--text", "--context", "--stride", "--batch", "--json"},
+    "eval perf": {"--help", "-h", *MODEL, "--prompt-tokens", "--new-tokens", "--batch", "--peak-tflops", "--json", "--out"},
+    "eval harness": set(),  # everything after it is lm_eval's own command line
+    "eval tasks": {"--help", "-h"},
     "rag": {"--help", "-h"},
     "rag index": {
         "--help", "-h", "--out", "--overwrite", "--encoder", "--batch-size", "--device", "--chunker", "--max-chars",
@@ -77,12 +82,16 @@ def test_every_leaf_command_has_a_runner() -> None:
         "generate": ["generate", "--checkpoint", "ckpt", "--prompt", "Hi"],
         "chat": ["chat", "--checkpoint", "ckpt"],
         "serve": ["serve", "--checkpoint", "ckpt"],
+        "eval ppl": ["eval", "ppl", "--checkpoint", "ckpt"],
+        "eval perf": ["eval", "perf", "--checkpoint", "ckpt"],
+        "eval harness": ["eval", "harness", "run", "--model", "lmplanes"],
+        "eval tasks": ["eval", "tasks", "dir"],
         "rag index": ["rag", "index", "docs", "--out", "idx"],
         "rag search": ["rag", "search", "idx", "question"],
         "rag ask": ["rag", "ask", "idx", "question", "--gguf", "m.gguf"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data", "rag"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data", "eval", "rag"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 
