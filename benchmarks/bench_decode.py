@@ -18,6 +18,10 @@ so tokens/s cannot pass ``streaming read bandwidth / weight bytes``; the bandwid
 (a sum over a 512 MiB tensor with the same threads) and each contender's fraction of the bound is shown.
 Outputs are checked to be token for token equal to Hugging Face's in float32 (greedy, same weights).
 
+With ``--gguf FILE`` and ``llama-cpp-python`` installed (built from source: ``pip install llama-cpp-python``),
+llama.cpp decodes the same file in its own Q4_1 format as one more group, against transformers in float32;
+its bound is for the file's bytes.
+
 ``int8``: our weights quantized by ``model.quantize_int8`` (weight-only int8 with a scale per output channel,
 bf16 activations) against transformers in float32, the reference the serve issue names; its tokens differ
 from float32's once quantization moves an argmax, and its bound is for the int8 bytes read.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import importlib.util
 import statistics
 import sys
 import tempfile
@@ -112,25 +117,60 @@ def bench_dtype(
         "lmplanes compiled": lambda: time_ours(compiled, ids, cfg),
         "transformers generate": lambda: time_hf(hf, ids, args.new),
     }
+    label = dtype_name if dtype_name != "int8" else "int8 (ours) / float32 (transformers)"
+    return race(contenders, args.rounds, label, weight_bytes(ours))
+
+
+def race(contenders: dict[str, Callable[[], tuple[float, float, torch.Tensor]]], rounds: int, label: str,
+         nbytes: int) -> dict:
+    """Warm every contender up, then run them in alternation for ``rounds`` rounds; one table group."""
     for run in contenders.values():  # warm-up: compilation, allocator, oneDNN primitive caches
         run()
     firsts: dict[str, list[float]] = {name: [] for name in contenders}
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     outputs = {}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, run in contenders.items():
             first, rate, outputs[name] = run()
             firsts[name].append(first)
             rates[name].append(rate)
     reference = outputs["transformers generate"]
     return {
-        "dtype": dtype_name if dtype_name != "int8" else "int8 (ours) / float32 (transformers)",
-        "bytes": weight_bytes(ours),
+        "dtype": label,
+        "bytes": nbytes,
         "first_ms": {n: 1e3 * statistics.median(v) for n, v in firsts.items()},
         "rate": {n: statistics.median(v) for n, v in rates.items()},
         "rates": rates,
         "same_tokens": {n: torch.equal(out, reference) for n, out in outputs.items()},
     }
+
+
+def bench_llamacpp(gguf: Path, load_hf: Callable[[torch.dtype], torch.nn.Module], vocab: int,
+                   args: argparse.Namespace) -> dict:
+    """llama.cpp on the GGUF file as it is (its own quantized kernels, the same thread count) against
+    transformers in float32."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=args.prompt + args.new + 8, n_threads=torch.get_num_threads(),
+                n_batch=args.prompt, verbose=False)
+    ids = torch.randint(3, vocab, (1, args.prompt), generator=torch.Generator().manual_seed(0))
+
+    def time_llamacpp() -> tuple[float, float, torch.Tensor]:
+        llm.reset()  # forget the previous run's tokens, so the prompt is evaluated again
+        start = time.perf_counter()
+        steps = llm.generate(ids[0].tolist(), top_k=1, temp=0.0, reset=True)
+        tokens = [next(steps)]
+        first = time.perf_counter()
+        tokens.extend(next(steps) for _ in range(args.new - 1))
+        end = time.perf_counter()
+        return first - start, (len(tokens) - 1) / (end - first), torch.tensor([tokens])
+
+    hf = load_hf(torch.float32).eval()
+    contenders = {
+        "llama.cpp (llama-cpp-python, Q4_1)": time_llamacpp,
+        "transformers generate": lambda: time_hf(hf, ids, args.new),
+    }
+    return race(contenders, args.rounds, "Q4_1 (llama.cpp) / float32 (transformers)", gguf.stat().st_size)
 
 
 def report(results: list[dict], bandwidth: float, args: argparse.Namespace, command: str, name: str) -> str:
@@ -204,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                 return AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype)
 
         results = [bench_dtype(lm, load_hf, dtype, args) for dtype in args.dtypes]
+        if args.gguf is not None and importlib.util.find_spec("llama_cpp") is not None:
+            results.append(bench_llamacpp(args.gguf, load_hf, lm.config.vocab_size, args))
     command = f"--rounds {args.rounds} --prompt {args.prompt} --new {args.new} --dtypes {' '.join(args.dtypes)}"
     command += (f" --gguf {args.gguf.name}" if args.gguf else "") + (f" --write {args.write}" if args.write else "")
     section = report(results, bandwidth, args, command, name)

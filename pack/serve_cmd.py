@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
+from pack.encoder_source import load_embedder
 from pack.errors import CommandError, UsageError
-from pack.model_source import add_model_arguments, load_served_model
+from pack.model_source import add_model_arguments, load_served_model, served_device
 
 API_KEY_VARIABLE = "LMPLANES_API_KEY"
 
@@ -18,7 +20,7 @@ def register(commands: Any) -> None:
         "serve",
         help="serve a model over an OpenAI-compatible HTTP API",
         description="Serve a model over HTTP with OpenAI's API: POST /v1/completions and /v1/chat/completions (both "
-        "stream with stream: true), GET /v1/models, /health and /metrics (Prometheus). Up to --max-batch requests "
+        "stream with stream: true), POST /v1/embeddings (with --embedding-model), GET /v1/models, /health and /metrics (Prometheus). Up to --max-batch requests "
         "decode together (continuous batching over a paged KV cache). SIGTERM or Ctrl-C stops taking requests, lets those in flight finish, then exits 0.",
     )
     add_model_arguments(parser)
@@ -38,6 +40,10 @@ def register(commands: Any) -> None:
     parser.add_argument("--max-len", type=int, metavar="N",
                         help="the most tokens one request may hold, prompt and answer (default: the model's context); "
                         "the batching engine's KV cache is allocated up front for --max-batch requests of this length")
+    parser.add_argument("--embedding-model", metavar="DIR", help="also answer POST /v1/embeddings with this BERT "
+                        "sentence-embedding folder (e.g. all-MiniLM-L6-v2's)")
+    parser.add_argument("--embedding-model-name", metavar="NAME", help="the embedding model's name in requests "
+                        "(default: its folder's name)")
     parser.add_argument("--shutdown-timeout", type=int, default=60, metavar="SECONDS",
                         help="how long a stop signal waits for requests in flight before cancelling them (default 60)")
     parser.set_defaults(run=run_serve)
@@ -57,7 +63,12 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-len must be >= 2 (a prompt token and an answer token), got {args.max_len}",
                          "lmplanes serve")
     served = load_served_model(args, name=args.model_name, max_batch=args.max_batch, max_len=args.max_len)
-    app = serve.create_app(served, settings)
+    embedder = None
+    if args.embedding_model:
+        folder = Path(args.embedding_model)
+        embedder = serve.ServedEmbedder(args.embedding_model_name or folder.resolve().name,
+                                        load_embedder(folder, served_device(args)), threads=serve.hand_threads_to_workers())
+    app = serve.create_app(served, settings, embedder=embedder)
 
     def ready(url: str) -> None:
         print(f"serving {served.name} at {url}/v1 (OpenAI API){', API key required' if settings.api_key else ''}",

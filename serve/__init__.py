@@ -13,6 +13,7 @@ from serve.backend import Backend, BackendClosed
 from serve.chat_template import ChatTemplate, ChatTemplateError
 from serve.compiled import CompiledDecoding, compile_decoding
 from serve.compute_thread import hand_threads_to_workers
+from serve.embeddings import ServedEmbedder
 from serve.engine import Engine, EngineStats
 from serve.events import TokenEvent
 from serve.generate import generate, stream
@@ -36,6 +37,7 @@ __all__ = [
     "Engine",
     "EngineStats",
     "SerialBackend",
+    "ServedEmbedder",
     "ServedModel",
     "ServerSettings",
     "SpeculativeResult",

@@ -44,10 +44,15 @@ T = TypeVar("T")
 
 
 class OpenAIRoutes:
-    def __init__(self, served: ServedModel, settings: ServerSettings, metrics: Metrics) -> None:
+    """``other_models``: the cards of other models the server answers for (an embedding model), listed by
+    ``/v1/models`` after the generator's."""
+
+    def __init__(self, served: ServedModel, settings: ServerSettings, metrics: Metrics,
+                 other_models: tuple[dict[str, Any], ...] = ()) -> None:
         self.served = served
         self.settings = settings
         self.metrics = metrics
+        self.other_models = other_models
 
     async def completions(self, request: Request) -> Response:
         body = parse_body(await read_body(request), CompletionRequest)
@@ -65,10 +70,14 @@ class OpenAIRoutes:
         return await self._answer(request, "chat", body, [ids], body.answer_limit, "messages")
 
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [self._model_card()]})
+        return JSONResponse({"object": "list", "data": [self._model_card(), *self.other_models]})
 
     async def model(self, request: Request) -> Response:
-        self._check_model(request.path_params["model"])
+        name = request.path_params["model"]
+        other = next((card for card in self.other_models if card["id"] == name), None)
+        if other is not None:
+            return JSONResponse(other)
+        self._check_model(name)
         return JSONResponse(self._model_card())
 
     # ------------------------------------------------------------------------------------------------ checks

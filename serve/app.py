@@ -20,6 +20,7 @@ from starlette.routing import Route
 from serve.api_errors import APIError
 from serve.api_key import APIKeyMiddleware
 from serve.api_routes import OpenAIRoutes
+from serve.embeddings import ServedEmbedder, embedding_route
 from serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from serve.served_model import ServedModel
 from serve.settings import ServerSettings
@@ -27,12 +28,13 @@ from serve.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
-def create_app(served: ServedModel, settings: ServerSettings | None = None) -> Starlette:
-    """The app serving ``served``. At shutdown (after the server has let requests in flight finish) it closes the
-    backend, which finishes what was submitted and stops."""
+def create_app(served: ServedModel, settings: ServerSettings | None = None, *,
+               embedder: ServedEmbedder | None = None) -> Starlette:
+    """The app serving ``served``, and ``/v1/embeddings`` with ``embedder``. At shutdown (after the server has
+    let requests in flight finish) it closes the backend, which finishes what was submitted and stops."""
     settings = settings or ServerSettings()
     metrics = Metrics(served.backend)
-    api = OpenAIRoutes(served, settings, metrics)
+    api = OpenAIRoutes(served, settings, metrics, () if embedder is None else (embedder.model_card(),))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": served.name})
@@ -44,16 +46,21 @@ def create_app(served: ServedModel, settings: ServerSettings | None = None) -> S
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await served.backend.aclose()
+        if embedder is not None:
+            embedder.close()
 
+    routes = [
+        Route("/v1/completions", api.completions, methods=["POST"]),
+        Route("/v1/chat/completions", api.chat, methods=["POST"]),
+        Route("/v1/models", api.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", api.model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+    ]
+    if embedder is not None:  # without one, /v1/embeddings is an unknown URL, as on OpenAI-style servers without it
+        routes.append(Route("/v1/embeddings", embedding_route(embedder), methods=["POST"]))
     return Starlette(
-        routes=[
-            Route("/v1/completions", api.completions, methods=["POST"]),
-            Route("/v1/chat/completions", api.chat, methods=["POST"]),
-            Route("/v1/models", api.models, methods=["GET"]),
-            Route("/v1/models/{model:path}", api.model, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics_page, methods=["GET"]),
-        ],
+        routes=routes,
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,

@@ -27,6 +27,9 @@ from specs.errors import CheckpointError
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "lmplanes-manifest"
 MANIFEST_VERSION = 1
+# Release artifacts (SBOMs, signed checksums, receipt ...) that ``governance`` writes into a finished
+# checkpoint: they describe the checkpoint and are checked by ``python -m governance verify``, not part of it.
+RELEASE_DIR = "artifacts"
 _CHUNK = 1 << 20  # 1 MiB
 
 
@@ -48,12 +51,15 @@ def content_id(files: list[dict[str, Any]]) -> str:
 
 
 def _tree(root: Path) -> list[str]:
-    """Every file under ``root`` as a sorted POSIX relative path, ``MANIFEST.json`` itself left out.
+    """Every file under ``root`` as a sorted POSIX relative path, ``MANIFEST.json`` itself and the top-level
+    ``artifacts/`` folder (:data:`RELEASE_DIR`) left out.
 
     Symlinked directories are not followed (a checkpoint never contains one; a symlinked file is hashed
     through the link)."""
     found = []
-    for dirpath, _dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root and RELEASE_DIR in dirnames:
+            dirnames.remove(RELEASE_DIR)
         for name in filenames:
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
             if rel != MANIFEST_NAME:

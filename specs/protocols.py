@@ -7,7 +7,7 @@ config is the caller's job (``pack``/``examples``) or a factory registered by na
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
@@ -111,6 +111,21 @@ class EncoderModel(Protocol):
         key_padding_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TextEmbedder(Protocol):
+    """Texts -> one vector each: an encoder with its tokenizer and pooling, as retrieval (``rag``) and the
+    server's ``/v1/embeddings`` use it. ``embed`` returns ``(N, dim)`` float32 on the CPU (unit length when the
+    model's recipe normalises); a text longer than ``max_tokens`` tokens is truncated. ``count_tokens`` gives
+    the tokens each text is read as, special tokens and truncation included (usage figures)."""
+
+    dim: int
+    max_tokens: int
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
 
 @runtime_checkable

@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SPINE = ["model", "blocks", "attn", "kernel", "tensor", "specs"]
 # Application planes and the planes each may import (DESIGN.md section 1); they never import the spine.
 APPS: dict[str, list[str]] = {
-    "data": ["specs"], "train": ["specs", "data"], "serve": ["specs", "data"], "export": ["specs"],
+    "data": ["specs"], "train": ["specs", "data"], "serve": ["specs", "data"], "governance": ["specs"],
+    "eval": ["specs", "data", "serve"], "rag": ["specs", "data", "serve"], "export": ["specs"],
 }
+# Planes that must stay torch-free at run time (they work on files, on machines without torch).
+TORCH_FREE = ["specs", "governance"]
 # Composition roots, top to bottom: they may import every plane; nothing imports them.
 ROOTS = ["examples", "pack"]
 # Kernel implementations: reached only through kernel.registry, and independent of each other.
@@ -78,9 +81,9 @@ def contracts() -> list[dict[str, Any]]:
         {"id": "private", "name": "_underscore modules are importable only inside their parent package", "type": "private_modules"},
         {
             "id": "specs-torch-free",
-            "name": "specs does not import torch or triton at runtime",
+            "name": f"{' and '.join(TORCH_FREE)} do not import torch or triton at runtime",
             "type": "forbidden",
-            "source_modules": ["specs"],
+            "source_modules": TORCH_FREE,
             "forbidden_modules": ["torch", "triton"],
         },
         {
@@ -92,10 +95,10 @@ def contracts() -> list[dict[str, Any]]:
         },
         {
             "id": "hf-is-a-test-oracle",
-            "name": "transformers is a test oracle, never a runtime dependency",
+            "name": "transformers and sentence-transformers are test oracles, never runtime dependencies",
             "type": "forbidden",
             "source_modules": PLANES,
-            "forbidden_modules": ["transformers"],
+            "forbidden_modules": ["transformers", "sentence_transformers"],
         },
     ]
     for app, allowed in APPS.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import governance
 import model
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "example.py"
@@ -25,6 +26,8 @@ def test_example_trains_checkpoints_and_samples(tmp_path):
     assert "training gpt-shakespeare-char (804,096 parameters) for 30 steps" in out
     ckpt = tmp_path / "out" / "run" / "checkpoints" / "step-00000030"
     assert f"checkpoint {ckpt}: verified" in out and model.verify_checkpoint(ckpt) == []
+    assert f"release {ckpt / 'artifacts'}: verified" in out  # the governance release gate passed
+    assert governance.verify_release(ckpt, trusted_key=tmp_path / "out" / "release-key.pub.pem") == []
     sample = out.split("sample (temperature 0.8):\n")[1].split("-" * 60)[1]
     assert len(sample.strip()) > 100  # 200 characters drawn from the trained model's vocabulary
     assert f"lmplanes train --resume {tmp_path / 'out' / 'run'}" in out

@@ -36,8 +36,20 @@ SURFACE = {
     "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system"},
     "serve": {
         "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
-        "--shutdown-timeout",
+        "--shutdown-timeout", "--embedding-model", "--embedding-model-name",
     },
+    "eval": {"--help", "-h"},
+    "eval ppl": {"--help", "-h", *MODEL, "--text", "--context", "--stride", "--batch", "--json"},
+    "eval perf": {"--help", "-h", *MODEL, "--prompt-tokens", "--new-tokens", "--batch", "--peak-tflops", "--json", "--out"},
+    "eval harness": set(),  # everything after it is lm_eval's own command line
+    "eval tasks": {"--help", "-h"},
+    "rag": {"--help", "-h"},
+    "rag index": {
+        "--help", "-h", "--out", "--overwrite", "--encoder", "--batch-size", "--device", "--chunker", "--max-chars",
+        "--chunk-tokens", "--overlap", "--index", "--no-bm25",
+    },
+    "rag search": {"--help", "-h", "--k", "--mode", "--encoder", "--batch-size", "--device"},
+    "rag ask": {"--help", "-h", "--k", "--mode", "--encoder", "--batch-size", *MODEL, *SAMPLING},
     "export": {"--help", "-h"},
     "export onnx": {"--help", "-h", "--checkpoint", "--out", "--overwrite", "--opset"},
     "export pt2": {"--help", "-h", "--checkpoint", "--out", "--overwrite"},
@@ -80,6 +92,13 @@ def test_every_leaf_command_has_a_runner() -> None:
         "generate": ["generate", "--checkpoint", "ckpt", "--prompt", "Hi"],
         "chat": ["chat", "--checkpoint", "ckpt"],
         "serve": ["serve", "--checkpoint", "ckpt"],
+        "eval ppl": ["eval", "ppl", "--checkpoint", "ckpt"],
+        "eval perf": ["eval", "perf", "--checkpoint", "ckpt"],
+        "eval harness": ["eval", "harness", "run", "--model", "lmplanes"],
+        "eval tasks": ["eval", "tasks", "dir"],
+        "rag index": ["rag", "index", "docs", "--out", "idx"],
+        "rag search": ["rag", "search", "idx", "question"],
+        "rag ask": ["rag", "ask", "idx", "question", "--gguf", "m.gguf"],
         "export onnx": ["export", "onnx", "--checkpoint", "ckpt", "--out", "out"],
         "export pt2": ["export", "pt2", "--checkpoint", "ckpt", "--out", "out"],
         "export int8": ["export", "int8", "--checkpoint", "ckpt", "--out", "out"],
@@ -88,7 +107,7 @@ def test_every_leaf_command_has_a_runner() -> None:
         "export unpack": ["export", "unpack", "pack", "--out", "out"],
         "env": ["env"],
     }
-    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data", "export"}
+    assert set(leaves) == set(SURFACE) - {"", "config", "checkpoint", "data", "eval", "export", "rag"}
     for path, argv in leaves.items():
         assert callable(parser.parse_args(argv).run), path
 

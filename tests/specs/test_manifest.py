@@ -212,3 +212,16 @@ def test_any_flipped_byte_is_named(files, victim, offset):
         (root / name).write_bytes(bytes(data))
         (problem,) = verify_manifest(root)
         assert problem.startswith(f"{name}: sha256")
+
+
+def test_the_release_folder_is_not_part_of_the_checkpoint(tmp_path):
+    """``artifacts/`` at the top holds governance's release of the checkpoint, written after the manifest."""
+    root = _tree(tmp_path / "ckpt")
+    (root / "artifacts").mkdir()
+    (root / "artifacts" / "SBOM.cdx.json").write_text("{}")
+    (root / "train_state" / "artifacts").mkdir()
+    (root / "train_state" / "artifacts" / "x.bin").write_bytes(b"x")  # only the top-level folder is set apart
+    paths = [entry["path"] for entry in write_manifest(root)["files"]]
+    assert "train_state/artifacts/x.bin" in paths and not any(p.startswith("artifacts/") for p in paths)
+    (root / "artifacts" / "RECEIPT.json").write_text("{}")
+    assert verify_manifest(root) == []
