@@ -93,3 +93,15 @@ def test_overwrite_replaces_an_export_of_ours_and_leaves_no_temporaries(tmp_path
     export.export_int8(tiny_lm(seed=7), first, quantize=model.quantize_int8, decode_steps=2, overwrite=True)
     assert (first / "model.safetensors").read_bytes() != before and model.verify_checkpoint(first) == []
     assert [p.name for p in tmp_path.iterdir()] == ["int8"]
+
+
+def test_an_export_passes_the_governance_release_gate(tmp_path: Path) -> None:
+    """The export's card and manifest are what governance releases: a signed release verifies, and the released
+    int8 directory still loads."""
+    import governance
+
+    out, _ = export.export_int8(tiny_lm(seed=8), tmp_path / "int8", quantize=model.quantize_int8, decode_steps=2)
+    private, public = governance.keygen(tmp_path / "release.pem")
+    assert governance.release(out, key=private) == []
+    assert governance.verify_release(out, trusted_key=public) == []
+    assert isinstance(model.load_checkpoint(out).lm_head, model.Int8Linear)
