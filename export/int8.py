@@ -22,10 +22,9 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +37,12 @@ from specs.protocols import CausalLM
 from specs.quantization import QUANTIZATION_FORMAT, QUANTIZATION_NAME, QUANTIZATION_VERSION
 
 WEIGHTS_NAME = "model.safetensors"
+
+
+class Quantizer(Protocol):
+    """What ``export_int8`` calls to quantize (``model.quantize_int8``): in place, returning the module."""
+
+    def __call__(self, model: nn.Module, *, compute_dtype: torch.dtype = ...) -> nn.Module: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,7 @@ def unquantizable(lm: nn.Module) -> dict[str, str]:
 
 
 def export_int8(
-    lm: nn.Module, out: str | os.PathLike[str], *, quantize: Callable[[nn.Module], nn.Module],
+    lm: nn.Module, out: str | os.PathLike[str], *, quantize: Quantizer,
     eval_ids: torch.Tensor | None = None, keep_float: bool = False, card: CardFields | None = None,
     overwrite: bool = False, compute_dtype: torch.dtype = torch.bfloat16, decode_steps: int = 32,
 ) -> tuple[Path, Int8Report]:
@@ -96,7 +101,7 @@ def export_int8(
     float_bytes = _state_bytes(lm)
     ppl_float = perplexity(lm, eval_ids) if eval_ids is not None else None
     speed_float = decode_speed(lm, decode_steps)
-    q = quantize(copy.deepcopy(lm), compute_dtype=compute_dtype)  # type: ignore[call-arg]
+    q = quantize(copy.deepcopy(lm), compute_dtype=compute_dtype)
     dtype_name = str(compute_dtype).removeprefix("torch.")
     with export_directory(out, cfg, kind="int8", dtype="int8", card=card, overwrite=overwrite) as work:
         save_file(_tensors(q), str(work.path / WEIGHTS_NAME), metadata={"format": "pt"})
