@@ -53,7 +53,8 @@ def test_export_int8_refuses_unquantizable_layers_in_one_line(tmp_path: Path, ca
     assert "layers.0.mlp.experts" in err[0] and not (tmp_path / "out").exists()
 
 
-def test_export_pt2_and_hf(ckpt: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # a second pt2 export (~7 s); tests/export/test_pt2.py covers the programs themselves
+def test_export_pt2(ckpt: Path, tmp_path: Path) -> None:
     assert main(["export", "pt2", "--checkpoint", str(ckpt), "--out", str(tmp_path / "pt2")]) == 0
     program = torch.export.load(str(tmp_path / "pt2" / "model.pt2")).module()
     lm = model.load_checkpoint(ckpt)
@@ -61,6 +62,9 @@ def test_export_pt2_and_hf(ckpt: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(program(ids), lm(ids), rtol=0, atol=1e-5)
     assert (tmp_path / "pt2" / "tokenizer.json").is_file()
+
+
+def test_export_hf(ckpt: Path, tmp_path: Path) -> None:
     assert main(["export", "hf", "--checkpoint", str(ckpt), "--out", str(tmp_path / "hf")]) == 0
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llama"
 
