@@ -19,7 +19,7 @@ so tokens/s cannot pass ``streaming read bandwidth / weight bytes``; the bandwid
 Outputs are checked to be token for token equal to Hugging Face's in float32 (greedy, same weights).
 
 With ``--gguf FILE`` and ``llama-cpp-python`` installed (built from source: ``pip install llama-cpp-python``),
-llama.cpp decodes the same file in its own Q4_1 format as one more group, against transformers in float32;
+llama.cpp decodes the same file in its own Q4_1 format (in a process of its own) as one more group, against transformers in float32;
 its bound is for the file's bytes.
 
 ``int8``: our weights quantized by ``model.quantize_int8`` (weight-only int8 with a scale per output channel,
@@ -33,7 +33,10 @@ import argparse
 import copy
 import datetime as dt
 import importlib.util
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -147,30 +150,37 @@ def race(contenders: dict[str, Callable[[], tuple[float, float, torch.Tensor]]],
 
 def bench_llamacpp(gguf: Path, load_hf: Callable[[torch.dtype], torch.nn.Module], vocab: int,
                    args: argparse.Namespace) -> dict:
-    """llama.cpp on the GGUF file as it is (its own quantized kernels, the same thread count) against
-    transformers in float32."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf), n_ctx=args.prompt + args.new + 8, n_threads=torch.get_num_threads(),
-                n_batch=args.prompt, verbose=False)
+    """llama.cpp on the GGUF file as it is (its own quantized kernels, the same thread count, a process of its
+    own: see ``llamacpp_worker.py``) against transformers in float32."""
+    worker = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("llamacpp_worker.py")), str(gguf), str(torch.get_num_threads()),
+         str(args.prompt + args.new + 8)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        # Two OpenMP runtimes on the same cores: with the default (spinning) wait, the idle one's threads spin
+        # while the other one works (measured: both fall to a tenth of their speed); waiting passively, each
+        # contender has the cores to itself during its turn.
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    assert worker.stdin is not None and worker.stdout is not None
     ids = torch.randint(3, vocab, (1, args.prompt), generator=torch.Generator().manual_seed(0))
+    request = json.dumps({"prompt": ids[0].tolist(), "new": args.new}) + "\n"
 
     def time_llamacpp() -> tuple[float, float, torch.Tensor]:
-        llm.reset()  # forget the previous run's tokens, so the prompt is evaluated again
-        start = time.perf_counter()
-        steps = llm.generate(ids[0].tolist(), top_k=1, temp=0.0, reset=True)
-        tokens = [next(steps)]
-        first = time.perf_counter()
-        tokens.extend(next(steps) for _ in range(args.new - 1))
-        end = time.perf_counter()
-        return first - start, (len(tokens) - 1) / (end - first), torch.tensor([tokens])
+        worker.stdin.write(request)
+        worker.stdin.flush()
+        reply = json.loads(worker.stdout.readline())
+        return reply["first"], reply["rate"], torch.tensor([reply["tokens"]])
 
     hf = load_hf(torch.float32).eval()
     contenders = {
         "llama.cpp (llama-cpp-python, Q4_1)": time_llamacpp,
         "transformers generate": lambda: time_hf(hf, ids, args.new),
     }
-    return race(contenders, args.rounds, "Q4_1 (llama.cpp) / float32 (transformers)", gguf.stat().st_size)
+    try:
+        return race(contenders, args.rounds, "Q4_1 (llama.cpp) / float32 (transformers)", gguf.stat().st_size)
+    finally:
+        worker.stdin.close()
+        worker.wait()
 
 
 def report(results: list[dict], bandwidth: float, args: argparse.Namespace, command: str, name: str) -> str:
