@@ -30,7 +30,7 @@ from specs.moe_config import MoEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, ParallelizableModel, Seq2SeqLM
 from specs.sizing import ModelSizes, model_sizes, parameter_count, parameter_parts
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
-from specs.train_config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
+from specs.train_config import DataConfig, OptimizerConfig, ParallelConfig, ScheduleConfig, TrainConfig
 
 __all__ = [
     "IGNORE_INDEX",
@@ -65,6 +65,7 @@ __all__ = [
     "OptimizerConfig",
     "PagedCache",
     "PagedSpec",
+    "ParallelConfig",
     "ParallelizableModel",
     "RecurrentState",
     "RoPEConfig",
