@@ -23,7 +23,7 @@ from specs.train_config import ParallelConfig
 _VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-class DistributedSetupError(RuntimeError):
+class DistributedSetupError(ValueError):
     """The environment describes a multi-process run incompletely, or the config cannot run on it."""
 
 
