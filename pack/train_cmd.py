@@ -25,11 +25,14 @@ def register(commands: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import model
-    from train.cli import run
+    from train.cli import launch, run
     from train.distributed import DistributedSetupError
 
     try:
+        if args.nproc is not None:  # the workers build the model; this process only waits for them
+            return launch(args, "pack")
+        import model
+
         return run(args, model.STORE, module="pack")
     except DistributedSetupError as exc:  # a half-configured torchrun environment, or a config it cannot run
         raise CommandError(str(exc)) from None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ def save(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path, 
 def load(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path, *, distributed: bool) -> None:
     """Read the sharded checkpoint ``path`` into ``model`` (and ``optimizer``), resharded to this run's layout."""
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=Path(path) / DCP_DIR, no_dist=not distributed)
+    with warnings.catch_warnings():  # DCP warns that it assumes one process: that is the intent of no_dist
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load(state, checkpoint_id=Path(path) / DCP_DIR, no_dist=not distributed)
     if optimizer is None:
         set_model_state_dict(model, state["model"])
     else:
