@@ -54,8 +54,8 @@ class RandomWindows(BatchStream):
         return (uniform * self._num_starts).astype(np.int64)
 
     def batch(self, index: int, rows: slice = slice(None)) -> Batch:
-        rows = self.shards.windows(self.starts(index)[rows], self.seq_len + 1)
+        tokens = self.shards.windows(self.starts(index)[rows], self.seq_len + 1)
         return Batch(
-            input_ids=torch.from_numpy(np.ascontiguousarray(rows[:, :-1])),
-            labels=torch.from_numpy(np.ascontiguousarray(rows[:, 1:])),
+            input_ids=torch.from_numpy(np.ascontiguousarray(tokens[:, :-1])),
+            labels=torch.from_numpy(np.ascontiguousarray(tokens[:, 1:])),
         )

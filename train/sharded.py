@@ -22,10 +22,11 @@ checkpoint under a checkpoint's name. Because publishing waits for the write to 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,8 @@ def save(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path, 
         shutil.rmtree(staging, ignore_errors=True)  # the leftover of a crashed save
         staging.mkdir(parents=True)
     world.barrier()
-    dcp.save(_state(model, optimizer), checkpoint_id=staging / DCP_DIR, no_dist=not world.group)
+    with _one_process_quietly():
+        dcp.save(_state(model, optimizer), checkpoint_id=staging / DCP_DIR, no_dist=not world.group)
     world.barrier()  # every rank's shards are written
     if world.main:
         extra(staging)
@@ -82,8 +84,7 @@ def save(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path, 
 def load(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path, *, distributed: bool) -> None:
     """Read the sharded checkpoint ``path`` into ``model`` (and ``optimizer``), resharded to this run's layout."""
     state = _state(model, optimizer)
-    with warnings.catch_warnings():  # DCP warns that it assumes one process: that is the intent of no_dist
-        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+    with _one_process_quietly():
         dcp.load(state, checkpoint_id=Path(path) / DCP_DIR, no_dist=not distributed)
     if optimizer is None:
         set_model_state_dict(model, state["model"])
@@ -160,6 +161,14 @@ def sharded_extras(cfg: TrainConfig, snapshot: train_state.TrainState | None,
         tokenizer(folder)
 
     return extra
+
+
+@contextlib.contextmanager
+def _one_process_quietly() -> Iterator[None]:
+    """DCP warns that it assumes one process when there is no group: that is the intent where it happens."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        yield
 
 
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:

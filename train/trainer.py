@@ -33,7 +33,7 @@ from specs.protocols import ModelStore
 from specs.train_config import TrainConfig
 from train import sharded
 from train import state as train_state
-from train.distributed import World, join, local_device
+from train.distributed import join, local_device
 from train.loss import lm_loss
 from train.metrics import MetricsLog, NoMetrics
 from train.optim import build_optimizer

@@ -27,8 +27,7 @@ import torch
 
 import model
 import specs
-from train import Trainer
-from train import sharded
+from train import Trainer, sharded
 from train.optim import build_optimizer
 from train.run_dir import RunDir
 
