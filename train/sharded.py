@@ -141,13 +141,8 @@ def to_sharded(src: str | Path, dst: str | Path, store: ModelStore, cfg: TrainCo
         optimizer = build_optimizer(model, cfg.optimizer)
         optimizer.load_state_dict(saved.optimizer)
 
-    def extra(folder: Path) -> None:
-        if saved is not None:
-            train_state.write(dataclasses.replace(saved, optimizer=None), folder)
-        dump_config(cfg, folder / TRAIN_CONFIG)
-        _copy_beside(src, folder)
-
-    return save(model, optimizer, dst, _ONE, extra)
+    snapshot = None if saved is None else dataclasses.replace(saved, optimizer=None)
+    return save(model, optimizer, dst, _ONE, sharded_extras(cfg, snapshot, lambda folder: _copy_beside(src, folder)))
 
 
 def sharded_extras(cfg: TrainConfig, snapshot: train_state.TrainState | None,

@@ -26,10 +26,10 @@ def test_single_file_to_sharded_and_back_keeps_weights_optimizer_and_cursor(tmp_
     cfg = specs.apply_overrides(specs.load_config("gpt-shakespeare-char", kind="train"), SHORT)
     Trainer(cfg, tmp_path / "run", STORE, progress=False).fit()
     single = tmp_path / "run" / "checkpoints" / "step-00000002"
-    dcp_dir = sharded.to_sharded(single, tmp_path / "sharded", STORE, cfg)
-    assert sharded.is_sharded(dcp_dir) and RunDir(tmp_path).latest(STORE) is None  # not a run directory
-    assert checkpoint_problems(dcp_dir, STORE) == []
-    back = sharded.to_single_file(dcp_dir, tmp_path / "back", STORE)
+    dcp_dir, back = tmp_path / "sharded", tmp_path / "back"
+    assert pack.main(["checkpoint", "shard", str(single), "--out", str(dcp_dir)]) == 0  # finds the run's config
+    assert sharded.is_sharded(dcp_dir) and checkpoint_problems(dcp_dir, STORE) == []
+    assert pack.main(["checkpoint", "consolidate", str(dcp_dir), "--out", str(back)]) == 0
     assert STORE.verify(back) == [] and (back / "tokenizer.json").is_file()
     before, after = STORE.load(single).state_dict(), STORE.load(back).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # bitwise: a copy, no arithmetic
