@@ -31,6 +31,7 @@ from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, Parall
 from specs.sizing import ModelSizes, model_sizes, parameter_count, parameter_parts
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
 from specs.train_config import DataConfig, OptimizerConfig, ParallelConfig, ScheduleConfig, TrainConfig
+from specs.train_memory import TrainingMemory, training_memory
 
 __all__ = [
     "IGNORE_INDEX",
@@ -74,6 +75,7 @@ __all__ = [
     "ShapeError",
     "TensorSpec",
     "TrainConfig",
+    "TrainingMemory",
     "apply_overrides",
     "checks_enabled",
     "config_kinds",
@@ -91,6 +93,7 @@ __all__ = [
     "register_migration",
     "set_checks",
     "to_dict",
+    "training_memory",
     "verify_manifest",
     "write_manifest",
 ]

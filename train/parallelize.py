@@ -46,7 +46,9 @@ def parallelize(model: nn.Module, cfg: TrainConfig, world: World, device: torch.
     if strategy == "single":
         return model
     if strategy == "ddp":
-        return DataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # The buckets are the gradients (no second copy of them): what specs.train_memory counts.
+        return DataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                            gradient_as_bucket_view=True)
     units = getattr(model, "fsdp_units", None)
     if not callable(units):
         raise TypeError(f"{type(model).__name__} declares no fsdp_units() (specs.ParallelizableModel): fsdp2 "
