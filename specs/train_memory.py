@@ -15,9 +15,10 @@ Activations are the tensors the forward saves for the backward, per token of the
 saves for the llama and GPT presets by a test (``tests/train/test_memory.py``):
 
 * each norm keeps its input and, for RMSNorm, its normalised output (``2d + 1``; LayerNorm ``d + 2`` with its
-  statistics), and the linear after it keeps the normalised input (``d``): ``6d + 2`` per block (``4d + 4``);
+  statistics), and the linears after the two pre-norms keep the normalised input (``d`` each): ``6d + 2`` per
+  block (LayerNorm ``4d + 4``; sandwich norms add two more norms);
 * attention keeps the rotated queries, keys, values, its output and one log-sum-exp per head:
-  ``2 q_dim + 2 kv_dim + H`` (a fused kernel: no ``T x T`` scores);
+  ``2 q_dim + 2 kv_dim + H`` (a fused kernel: no ``T x T`` scores); QK-norm adds its norms' inputs and outputs;
 * the MLP keeps ``4 f`` (gated: gate, up, activation, product) or ``2 f`` (GELU);
 * after the blocks: the final norm and the head's input (``3d + 1``, LayerNorm ``2d + 2``), the labels, and the
   float32 logits (``V`` per token) unless the loss is chunked (``B T V > 2^26``: then ``CHUNK_TOKENS`` tokens'
@@ -98,8 +99,12 @@ def activation_bytes(cfg: TrainConfig, *, rows: int, checkpointing: bool = False
     width = 2 if cfg.precision == "bfloat16" else _FP32
     d, heads = model.d_model, model.attention.n_heads
     rms = model.norm == "rmsnorm"
-    norms = 6 * d + 2 if rms else 4 * d + 4
-    attention = 2 * heads * model.head_dim + 2 * model.attention.kv_heads * model.head_dim + heads
+    per_norm = 2 * d + 1 if rms else d + 2
+    norms = (4 if model.residual == "sandwich" else 2) * per_norm + 2 * d  # + the normalised linear inputs
+    q_dim, kv_dim = heads * model.head_dim, model.attention.kv_heads * model.head_dim
+    attention = 2 * q_dim + 2 * kv_dim + heads
+    if model.attention.qk_norm:  # RMS norms over each head's queries and keys: input and output, one scale each
+        attention += 2 * (q_dim + kv_dim) + heads + model.attention.kv_heads
     mlp = (4 if model.mlp.kind in ("swiglu", "geglu") else 2) * model.mlp_hidden
     block = norms + attention + mlp
     blocks = model.n_layers * d + block if checkpointing else model.n_layers * block

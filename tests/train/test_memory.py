@@ -15,10 +15,10 @@ from specs.train_memory import activation_bytes, training_memory
 from train.loss import lm_loss
 
 
-def train_config(preset: str, *extra: str) -> specs.TrainConfig:
+def train_config(preset: str, *extra: str, **model_fields: object) -> specs.TrainConfig:
     base = specs.load_config("gpt-shakespeare-char", kind="train")
     cfg = specs.apply_overrides(base, ["precision=float32", "data.batch_size=2", "data.seq_len=32", *extra])
-    return dataclasses.replace(cfg, model=specs.load_config(preset))
+    return dataclasses.replace(cfg, model=dataclasses.replace(specs.load_config(preset), dtype="float32", **model_fields))
 
 
 def saved_for_backward(cfg: specs.TrainConfig, *, checkpointing: bool = False) -> int:
@@ -42,12 +42,14 @@ def saved_for_backward(cfg: specs.TrainConfig, *, checkpointing: bool = False) -
     return sum(size for ptr, size in storages.items() if ptr not in weights)
 
 
-@pytest.mark.parametrize("preset", ["llama-tiny", "gpt-shakespeare-char", "llama-55m"])
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt-shakespeare-char", "llama-55m", "gemma3-1b"])
 def test_activations_are_what_autograd_saves(preset: str) -> None:
-    """Within 2%: RoPE's cos/sin tables (``2 head_dim`` per position, shared by the rows) are left out."""
-    cfg = train_config(preset)
+    """Within 2% (RoPE's cos/sin tables, ``2 head_dim`` per position and shared by the rows, are left out);
+    Gemma 3's block (sandwich norms, QK-norm, offset norm weights) within 3%: ~2.5% of it is not modelled.
+    Gemma is cut to 2 layers and a 1024-token vocabulary to stay fast; the per-token terms are its own."""
+    cfg = train_config(preset, **({"n_layers": 2, "vocab_size": 1024} if preset == "gemma3-1b" else {}))
     measured = saved_for_backward(cfg)
-    assert activation_bytes(cfg, rows=2) == pytest.approx(measured, rel=0.02)
+    assert activation_bytes(cfg, rows=2) == pytest.approx(measured, rel=0.03 if preset == "gemma3-1b" else 0.02)
 
 
 def test_checkpointing_keeps_only_each_block_input_in_the_forward() -> None:
