@@ -114,7 +114,10 @@ def main() -> None:
                      "--worker", strategy, out]
             launch = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run",
                                                           "--standalone", f"--nproc-per-node={ranks}"]
-            subprocess.run([*launch, __file__, *flags], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            # Large blocks always mmapped: freed memory leaves the resident set at once, instead of glibc's
+            # dynamic threshold keeping it in the heap (which would count freed tensors as held).
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "131072"}
+            subprocess.run([*launch, __file__, *flags], check=True, env=env)
             result = json.loads(Path(out).read_text())
         mib = [f"{part / 2**20:,.0f}" for part in result["parts"]]
         print(f"| {strategy} | {ranks} | {' | '.join(mib)} | {result['computed'] / 2**20:,.0f} MiB | "

@@ -88,6 +88,12 @@ def launch(args: argparse.Namespace, module: str) -> int:
         raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
     if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
         raise ValueError("--nproc starts the processes itself: leave it out when running under torchrun")
+    overrides = [o.removeprefix("train.") for o in args.overrides]
+    if args.config or args.resume:  # a config mistake is reported once, here, rather than by every rank
+        cfg = _run_config(args.resume) if args.resume else specs.load_config(args.config, kind="train")
+        if specs.apply_overrides(cfg, overrides).parallel.strategy == "single" and args.nproc > 1:
+            raise ValueError(f"--nproc {args.nproc} needs parallel.strategy ddp or fsdp2 (add --set "
+                             f"parallel.strategy=fsdp2)")
     worker = [*(["train"] if module == "pack" else []), *([args.config] if args.config else [])]
     for flag, value in (("--out", args.out), ("--resume", args.resume)):
         worker += [flag, value] if value else []

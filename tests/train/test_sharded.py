@@ -85,3 +85,7 @@ def test_the_command_line_reports_setup_mistakes_in_one_line(tmp_path, monkeypat
     assert code == 1 and "parallel.strategy is single but 2 processes were started" in capsys.readouterr().err
     code = pack.main(["train", "gpt-shakespeare-char", "--out", str(tmp_path / "r"), "--nproc", "2"])
     assert code == 2 and "leave it out when running under torchrun" in capsys.readouterr().err
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    code = pack.main(["train", "gpt-shakespeare-char", "--out", str(tmp_path / "r"), "--nproc", "2"])
+    assert code == 2 and "--nproc 2 needs parallel.strategy ddp or fsdp2" in capsys.readouterr().err
