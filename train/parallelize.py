@@ -26,7 +26,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionP
 from torch.nn.parallel import DistributedDataParallel
 
 from specs.train_config import TrainConfig
-from train.distributed import World
+from train.distributed import DistributedSetupError, World
 
 
 class DataParallel(DistributedDataParallel):
@@ -53,6 +53,9 @@ def parallelize(model: nn.Module, cfg: TrainConfig, world: World, device: torch.
     if not callable(units):
         raise TypeError(f"{type(model).__name__} declares no fsdp_units() (specs.ParallelizableModel): fsdp2 "
                         f"needs the units to shard")
+    if cfg.parallel.cpu_offload and device.type == "cpu":
+        raise DistributedSetupError("parallel.cpu_offload moves FSDP2's shards from the GPUs to the CPU; this run "
+                                    "is on the CPU already: set parallel.cpu_offload=false")
     mesh = init_device_mesh(device.type, (world.world_size,))
     compute = torch.bfloat16 if cfg.precision == "bfloat16" else None
     options: dict[str, Any] = {

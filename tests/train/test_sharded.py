@@ -74,6 +74,17 @@ def test_no_environment_is_one_process_and_a_full_one_is_read():
     assert launched_world(full) == (1, 2, 1)
 
 
+def test_cpu_offload_is_refused_on_the_cpu():
+    from train.distributed import World
+    from train.parallelize import parallelize
+
+    cfg = specs.apply_overrides(specs.load_config("gpt-shakespeare-char", kind="train"),
+                                ["parallel.strategy=fsdp2", "parallel.cpu_offload=true"])
+    with pytest.raises(DistributedSetupError, match="this run is on the CPU already"):
+        parallelize(STORE.build(cfg.model), cfg, World(rank=0, world_size=1, local_rank=0, group=False),
+                    torch.device("cpu"))
+
+
 def test_the_command_line_reports_setup_mistakes_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     code = pack.main(["train", "gpt-shakespeare-char", "--out", str(tmp_path / "r"), "--quiet"])
