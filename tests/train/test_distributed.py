@@ -1,7 +1,8 @@
 """Data parallelism on CPU: 2 processes under torchrun (gloo), against one process with the same config.
 
 Each launch costs ~8-15 s of interpreter and torch start-up on 2 cores, so three launches carry every claim:
-fsdp2 from scratch (its curve and weights; its checkpoint then resumes on 1 process), ddp resumed from a
+fsdp2 with activation checkpointing from scratch (its curve and weights; its checkpoint then resumes on 1
+process), ddp resumed from a
 1-process checkpoint, and a run with one rank killed.
 
 Tolerance: float32 throughout, but two ranks average two half-batch gradients where one process takes the
@@ -114,7 +115,7 @@ def cut_at_step_3(run: Path, into: Path) -> Path:
 def test_fsdp2_on_2_ranks_matches_one_process_and_resumes_on_one(reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "fsdp2"
     finish(lmplanes("gpt-shakespeare-char", "--out", str(run), *(f"--set={s}" for s in SETTINGS),
-                    "--set=parallel.strategy=fsdp2"))
+                    "--set=parallel.strategy=fsdp2", "--set=activation_checkpointing=true"))  # composes with fsdp2
     want = losses(reference)
     assert_same_losses(want, losses(run), range(1, 7))
     final = run / "checkpoints" / "step-00000006"
