@@ -18,7 +18,10 @@ from train.loss import lm_loss
 def train_config(preset: str, *extra: str, **model_fields: object) -> specs.TrainConfig:
     base = specs.load_config("gpt-shakespeare-char", kind="train")
     cfg = specs.apply_overrides(base, ["precision=float32", "data.batch_size=2", "data.seq_len=32", *extra])
-    return dataclasses.replace(cfg, model=dataclasses.replace(specs.load_config(preset), dtype="float32", **model_fields))
+    lm = specs.load_config(preset)
+    # The formula is for a fused kernel (no T x T scores kept); "auto" would pick by timing, which varies.
+    attention = dataclasses.replace(lm.attention, kernel="sdpa")
+    return dataclasses.replace(cfg, model=dataclasses.replace(lm, dtype="float32", attention=attention, **model_fields))
 
 
 def saved_for_backward(cfg: specs.TrainConfig, *, checkpointing: bool = False) -> int:
