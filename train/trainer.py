@@ -149,7 +149,7 @@ class Trainer:
         metrics = MetricsLog(self.run.root, resume_after=resume_after) if world.main else NoMetrics()
         peak = peak_flops(self.device, cfg.precision)
         batches = iter(streams.train)
-        latest = self.run.latest(self.store) if resumed is not None else None
+        latest = source  # the checkpoint this run resumed from, if any
         train_loss = val_loss = None
         stopped_by = None
         done = start
