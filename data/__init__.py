@@ -22,12 +22,14 @@ if TYPE_CHECKING:
     from data.batch_stream import BatchStream
     from data.collation import collate
     from data.packed import PackedSequences
+    from data.rank_share import RankShare
     from data.windows import RandomWindows
 
 # Public names that need torch, and the module each comes from.
 _NEEDS_TORCH = {
     "BatchStream": "data.batch_stream",
     "PackedSequences": "data.packed",
+    "RankShare": "data.rank_share",
     "RandomWindows": "data.windows",
     "collate": "data.collation",
 }
@@ -37,6 +39,7 @@ __all__ = [
     "BatchStream",
     "DataError",
     "PackedSequences",
+    "RankShare",
     "RandomWindows",
     "TokenShards",
     "Tokenizer",

@@ -49,21 +49,22 @@ class BatchStream(IterableDataset):
         self.world_size = world_size
         self._next = 0  # the number of the batch this process yields next
 
-    def batch(self, index: int) -> Batch:
-        """Batch number ``index`` of this rank."""
+    def batch(self, index: int, rows: slice = slice(None)) -> Batch:
+        """Batch number ``index`` of this rank (only its ``rows``: a share of the batch that is read alone)."""
         raise NotImplementedError
 
     def num_batches(self) -> int | None:
         """How many batches the stream holds for this rank (``None``: it never ends)."""
         return None
 
-    def batches(self, worker: int = 0, num_workers: int = 1) -> Iterator[Batch]:
-        """This worker's share of the stream from the cursor on: batches ``k + worker``, ``k + worker + num_workers``..."""
+    def batches(self, worker: int = 0, num_workers: int = 1, rows: slice = slice(None)) -> Iterator[Batch]:
+        """This worker's share of the stream from the cursor on: batches ``k + worker``, ``k + worker + num_workers``...
+        (of each, only ``rows``)."""
         if not 0 <= worker < num_workers:
             raise DataError(f"worker must be in [0, {num_workers}), got {worker}")
         index, end = self._next + worker, self.num_batches()
         while end is None or index < end:
-            batch = self.batch(index)
+            batch = self.batch(index, rows)
             self._next = index + 1  # before the yield: state_dict() between batches sees the batch as consumed
             yield batch
             index += num_workers

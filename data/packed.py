@@ -75,10 +75,10 @@ class PackedSequences(BatchStream):
             self._epoch_rows = (epoch, order[self.rank :: self.world_size][: self._rows_per_rank])
         return self._epoch_rows[1]
 
-    def batch(self, index: int) -> Batch:
+    def batch(self, index: int, rows: slice = slice(None)) -> Batch:
         epoch, within = divmod(index, self.batches_per_epoch)
-        rows = self.rows(epoch)[within * self.batch_size : (within + 1) * self.batch_size]
-        starts = rows.astype(np.int64) * self.seq_len
+        chosen = self.rows(epoch)[within * self.batch_size : (within + 1) * self.batch_size][rows]
+        starts = chosen.astype(np.int64) * self.seq_len
         tokens = self.shards.windows(starts, self.seq_len + 1)
         offsets = starts[:, None] + np.arange(self.seq_len + 1, dtype=np.int64)
         documents = np.searchsorted(self.shards.doc_starts, offsets, side="right") - 1

@@ -53,9 +53,9 @@ class RandomWindows(BatchStream):
         self._drawn += self.batch_size
         return (uniform * self._num_starts).astype(np.int64)
 
-    def batch(self, index: int) -> Batch:
-        rows = self.shards.windows(self.starts(index), self.seq_len + 1)
+    def batch(self, index: int, rows: slice = slice(None)) -> Batch:
+        tokens = self.shards.windows(self.starts(index)[rows], self.seq_len + 1)
         return Batch(
-            input_ids=torch.from_numpy(np.ascontiguousarray(rows[:, :-1])),
-            labels=torch.from_numpy(np.ascontiguousarray(rows[:, 1:])),
+            input_ids=torch.from_numpy(np.ascontiguousarray(tokens[:, :-1])),
+            labels=torch.from_numpy(np.ascontiguousarray(tokens[:, 1:])),
         )

@@ -1,4 +1,5 @@
-"""``lmplanes checkpoint verify|show``: check a checkpoint directory, or describe it."""
+"""``lmplanes checkpoint verify|show|consolidate|shard``: check a checkpoint directory, describe it, or convert
+between sharded and single-file checkpoints."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from pack.errors import EXIT_FAILED, CommandError, report
+from pack.reshard_cmd import add_actions
 
 
 def register(commands: Any) -> None:
     """Add ``checkpoint`` and its subcommands to the ``lmplanes`` subparsers."""
     checkpoint = commands.add_parser(
         "checkpoint",
-        help="verify or describe checkpoint directories",
+        help="verify, describe or convert (sharded <-> single-file) checkpoint directories",
         description="Verify a checkpoint directory against its manifest and config, or describe what it holds.",
     )
     actions = checkpoint.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -37,6 +39,7 @@ def register(commands: Any) -> None:
     show.add_argument("path", metavar="DIR", help="a checkpoint directory")
     show.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     show.set_defaults(run=run_show)
+    add_actions(actions)
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pack.errors import UsageError
+from pack.errors import CommandError, UsageError
 
 
 def register(commands: Any) -> None:
@@ -25,11 +25,17 @@ def register(commands: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import model
-    from train.cli import run
+    from train.cli import launch, run
+    from train.distributed import DistributedSetupError
 
     try:
-        return run(args, model.STORE)
+        if args.nproc is not None:  # the workers build the model; this process only waits for them
+            return launch(args, "pack")
+        import model
+
+        return run(args, model.STORE, module="pack")
+    except DistributedSetupError as exc:  # a half-configured torchrun environment, or a config it cannot run
+        raise CommandError(str(exc)) from None
     except ValueError as exc:
         if type(exc) is ValueError:  # the command line's own mistakes; config/checkpoint errors print themselves
             raise UsageError(str(exc), "lmplanes train") from None

@@ -30,7 +30,8 @@ from specs.moe_config import MoEConfig
 from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, ParallelizableModel, Seq2SeqLM, TextEmbedder
 from specs.sizing import ModelSizes, model_sizes, parameter_count, parameter_parts
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
-from specs.train_config import DataConfig, OptimizerConfig, ScheduleConfig, TrainConfig
+from specs.train_config import DataConfig, OptimizerConfig, ParallelConfig, ScheduleConfig, TrainConfig
+from specs.train_memory import TrainingMemory, training_memory
 
 __all__ = [
     "IGNORE_INDEX",
@@ -65,6 +66,7 @@ __all__ = [
     "OptimizerConfig",
     "PagedCache",
     "PagedSpec",
+    "ParallelConfig",
     "ParallelizableModel",
     "RecurrentState",
     "RoPEConfig",
@@ -74,6 +76,7 @@ __all__ = [
     "TensorSpec",
     "TextEmbedder",
     "TrainConfig",
+    "TrainingMemory",
     "apply_overrides",
     "checks_enabled",
     "config_kinds",
@@ -91,6 +94,7 @@ __all__ = [
     "register_migration",
     "set_checks",
     "to_dict",
+    "training_memory",
     "verify_manifest",
     "write_manifest",
 ]

@@ -83,6 +83,28 @@ class ScheduleConfig:
             raise FieldProblem("decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParallelConfig:
+    """How a run spreads over processes (one per GPU, or several on a CPU), applied from outside the model.
+
+    ``strategy``: ``single`` (one process), ``ddp`` (every rank holds the model; gradients are averaged) or
+    ``fsdp2`` (parameters, gradients and optimizer states sharded over the ranks with
+    ``torch.distributed.fsdp.fully_shard``, one unit per transformer layer). ``data.batch_size`` is the global
+    micro-batch: each rank takes ``batch_size / world_size`` of its rows, so a config means the same run on any
+    number of processes and a checkpoint resumes on another one. ``cpu_offload`` (fsdp2): parameters, gradients
+    and optimizer states live in CPU memory and the optimizer steps there. ``backend``: ``auto`` is NCCL on
+    CUDA, gloo on the CPU.
+    """
+
+    strategy: Literal["single", "ddp", "fsdp2"] = "single"
+    cpu_offload: bool = False
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.cpu_offload and self.strategy != "fsdp2":
+            raise FieldProblem("cpu_offload", f"needs strategy fsdp2 (the strategy is {self.strategy})")
+
+
 @config_kind("train", version=1)
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TrainConfig:
@@ -97,6 +119,7 @@ class TrainConfig:
     data: DataConfig
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # an absent section means one process
     max_steps: int
     grad_accum_steps: int = 1
     grad_clip: float | None = 1.0

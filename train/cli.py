@@ -2,6 +2,13 @@
 
     lmplanes train CONFIG --out DIR [--set key=value ...]
     lmplanes train --resume DIR [--set max_steps=N ...]
+    lmplanes train ... --nproc N          N processes on this machine (torchrun); parallel.strategy ddp or fsdp2
+
+Under ``--nproc N`` the command starts ``python -m torch.distributed.run --standalone --nproc-per-node N`` over
+the same command without ``--nproc``, and exits with its status (non-zero when any rank fails). On several
+machines, start torchrun yourself on each (see docs/scaling.md):
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m train CONFIG --out DIR
 
 CONFIG is a training preset name or a YAML/JSON file. The model store (how models are built and saved) is
 handed in by the caller: ``pack`` passes the model plane's, ``python -m train`` looks up the one installed
@@ -11,6 +18,8 @@ under the ``lmplanes.model_stores`` entry point, so this module never imports mo
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -40,11 +49,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a leading 'train.' is accepted)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="run N processes on this machine under torchrun (one per GPU; gloo on the CPU); the config's "
+        "parallel.strategy must be ddp or fsdp2",
+    )
 
 
-def run(args: argparse.Namespace, store: ModelStore) -> int:
+def run(args: argparse.Namespace, store: ModelStore, *, module: str = "train") -> int:
     """Exit status 0 when the run finished or was stopped cleanly by a signal (after a checkpoint), 1 when it
-    diverged. Configuration mistakes raise (the caller prints them as one line)."""
+    diverged. Configuration mistakes raise (the caller prints them as one line). ``module``: what
+    ``python -m`` runs this command in each process under ``--nproc`` (``pack`` for ``lmplanes train``)."""
+    if args.nproc is not None:
+        return launch(args, module)
     from train.trainer import Trainer  # torch is imported only when a run starts, not to build the parser
 
     overrides = [o.removeprefix("train.") for o in args.overrides]
@@ -63,6 +82,29 @@ def run(args: argparse.Namespace, store: ModelStore) -> int:
     return result
 
 
+def launch(args: argparse.Namespace, module: str) -> int:
+    """Run this command in ``args.nproc`` processes under torchrun; its exit status."""
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        raise ValueError("--nproc starts the processes itself: leave it out when running under torchrun")
+    overrides = [o.removeprefix("train.") for o in args.overrides]
+    if args.config or args.resume:  # a config mistake is reported once, here, rather than by every rank
+        cfg = _run_config(args.resume) if args.resume else specs.load_config(args.config, kind="train")
+        if specs.apply_overrides(cfg, overrides).parallel.strategy == "single" and args.nproc > 1:
+            raise ValueError(f"--nproc {args.nproc} needs parallel.strategy ddp or fsdp2 (add --set "
+                             f"parallel.strategy=fsdp2)")
+    worker = [*(["train"] if module == "pack" else []), *([args.config] if args.config else [])]
+    for flag, value in (("--out", args.out), ("--resume", args.resume)):
+        worker += [flag, value] if value else []
+    for override in args.overrides:
+        worker += ["--set", override]
+    worker += ["--quiet"] if args.quiet else []
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", module, *worker]
+    return subprocess.run(command, check=False).returncode
+
+
 def _run_config(run_dir: str) -> TrainConfig:
     from train.run_dir import RunDir
 
@@ -79,6 +121,8 @@ def _report(fit: Callable[[], RunResult]) -> int:
         return 1
     val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
     how = f"stopped by {result.stopped_by} after" if result.stopped_by else "finished"
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 reports for the run
     print(f"{how} step {result.steps}: train loss {result.final_train_loss:.4f}{val}; checkpoint {result.latest}")
     return 0
 

@@ -79,6 +79,19 @@ class MetricsLog:
             self._tb.close()
 
 
+class NoMetrics:
+    """What ranks other than 0 log: nothing (rank 0 writes the run's metrics)."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def plot(self) -> Path | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []

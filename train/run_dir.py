@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from specs.config_files import atomic_write_text, dump_config, load_config
+from specs.manifest import verify_manifest
 from specs.protocols import ModelStore
 from specs.train_config import TrainConfig
 
@@ -76,7 +77,7 @@ class RunDir:
             first = self.checkpoints / named.read_text(encoding="utf-8").strip()
             candidates = [first, *(c for c in candidates if c != first)]
         for candidate in candidates:
-            problems = store.verify(candidate)
+            problems = checkpoint_problems(candidate, store)
             if not problems:
                 return candidate
             log.warning("skipping checkpoint %s: %s", candidate, "; ".join(problems))
@@ -101,3 +102,14 @@ class RunDir:
         if not self.checkpoints.is_dir():
             return []
         return [p for p in self.checkpoints.iterdir() if p.is_dir() and _STEP.fullmatch(p.name)]
+
+
+def checkpoint_problems(path: Path, store: ModelStore) -> list[str]:
+    """One line per problem with a checkpoint, single-file (the model store checks it) or sharded (the
+    manifest, which lists every shard and is written last)."""
+    if (path / "dcp").is_dir():
+        problems = verify_manifest(path)
+        if not problems and not (path / "dcp" / ".metadata").is_file():
+            problems = ["dcp/.metadata: missing"]
+        return problems
+    return store.verify(path)

@@ -1,7 +1,8 @@
 """``train_state/`` inside a checkpoint: everything besides the weights that an exact resume needs.
 
     train_state/state.json     step, data cursor, best validation loss, Python's RNG state
-    train_state/optimizer.pt   the optimizer's state dict (tensors and numbers only)
+    train_state/optimizer.pt   the optimizer's state dict (tensors and numbers only); absent from a sharded
+                               checkpoint, whose optimizer state is in dcp/ (see train.sharded)
     train_state/rng.pt         PyTorch's CPU and CUDA generator states (dropout draws)
 
 The ``.pt`` files hold plain tensors and numbers, written with ``torch.save`` and read with
@@ -31,22 +32,27 @@ class TrainState:
     step: int  # optimizer steps completed
     data: dict[str, Any]  # the training stream's cursor
     best_val_loss: float | None
-    optimizer: dict[str, Any]
+    optimizer: dict[str, Any] | None  # None: held in the checkpoint's sharded dcp/ instead
     torch_rng: torch.Tensor
     cuda_rng: list[torch.Tensor]
     python_rng: Any
 
 
-def capture(step: int, data: dict[str, Any], best_val_loss: float | None, optimizer: torch.optim.Optimizer) -> TrainState:
-    """The state now (the optimizer's tensors are referenced, not copied: write it before the next step)."""
+def capture(
+    step: int, data: dict[str, Any], best_val_loss: float | None, optimizer: torch.optim.Optimizer | None
+) -> TrainState:
+    """The state now (the optimizer's tensors are referenced, not copied: write it before the next step;
+    ``optimizer`` None: it is saved sharded, apart from this)."""
     cuda = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return TrainState(step, data, best_val_loss, optimizer.state_dict(), torch.get_rng_state(), cuda, random.getstate())
+    saved = None if optimizer is None else optimizer.state_dict()
+    return TrainState(step, data, best_val_loss, saved, torch.get_rng_state(), cuda, random.getstate())
 
 
 def write(state: TrainState, checkpoint_dir: Path) -> None:
     folder = checkpoint_dir / STATE_DIR
     folder.mkdir()
-    torch.save(state.optimizer, folder / "optimizer.pt")
+    if state.optimizer is not None:
+        torch.save(state.optimizer, folder / "optimizer.pt")
     torch.save({"torch": state.torch_rng, "cuda": state.cuda_rng}, folder / "rng.pt")
     version, internal, gauss = state.python_rng
     meta = {
@@ -55,6 +61,7 @@ def write(state: TrainState, checkpoint_dir: Path) -> None:
         "step": state.step,
         "data": state.data,
         "best_val_loss": state.best_val_loss,
+        "optimizer": "optimizer.pt" if state.optimizer is not None else "dcp",
         "python_rng": [version, list(internal), gauss],
     }
     atomic_write_text(folder / "state.json", json.dumps(meta, indent=2) + "\n")
@@ -64,7 +71,8 @@ def read(checkpoint_dir: Path) -> TrainState:
     folder = checkpoint_dir / STATE_DIR
     try:
         meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        optimizer = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+        in_file = meta.get("optimizer", "optimizer.pt") == "optimizer.pt"  # older states name no place: the file
+        optimizer = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu") if in_file else None
         rng = torch.load(folder / "rng.pt", weights_only=True, map_location="cpu")
     except FileNotFoundError as exc:
         raise CheckpointError(f"{STATE_DIR}/{Path(exc.filename).name}: missing; this checkpoint cannot resume a run",

@@ -1,4 +1,8 @@
-"""The batches a run trains and evaluates on, from the corpus its config names (through the ``data`` plane)."""
+"""The batches a run trains and evaluates on, from the corpus its config names (through the ``data`` plane).
+
+Both streams are global (opened as for one process, with the config's batch size) and each rank reads its
+share of every batch (:class:`data.RankShare`), so the saved cursor means the same samples on any world size.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import data
-from data.batch_stream import BatchStream
+from data.rank_share import RankShare
 from specs.train_config import TrainConfig
 
 BUNDLED = {"tinyshakespeare": data.shakespeare_char}  # corpus names a config may use instead of a directory
@@ -15,8 +19,8 @@ BUNDLED = {"tinyshakespeare": data.shakespeare_char}  # corpus names a config ma
 
 @dataclass
 class Streams:
-    train: BatchStream
-    val: BatchStream
+    train: RankShare
+    val: RankShare
     directory: Path  # the token-shard build
     name: str
     sha256: str  # of the build's manifest.json, which holds the sha256 of every shard
@@ -44,11 +48,11 @@ def open_streams(cfg: TrainConfig, *, rank: int, world_size: int) -> Streams:
             seq_len=cfg.data.seq_len,
             batch_size=cfg.data.batch_size,
             seed=cfg.seed + offset,  # the validation stream draws apart from the training stream
-            rank=rank,
-            world_size=world_size,
         )
         for split, offset in (("train", 0), ("val", 1))
     )
     digest = hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
-    return Streams(train=train, val=val, directory=directory, name=corpus if corpus in BUNDLED else directory.name,
+    return Streams(train=RankShare(train, rank=rank, world_size=world_size),
+                   val=RankShare(val, rank=rank, world_size=world_size), directory=directory,
+                   name=corpus if corpus in BUNDLED else directory.name,
                    sha256=digest)

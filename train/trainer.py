@@ -5,6 +5,11 @@ the training stream is fixed by the data plane's cursor, the learning rate is a 
 dropout draws come from PyTorch's generator, whose state is checkpointed. So a run stopped after step ``k``
 and resumed computes, on the same machine, the same losses at every later step as a run never stopped
 (bitwise on CPU in float32; tested).
+
+Under ``parallel.strategy`` ``ddp`` or ``fsdp2`` the same loop runs in every process of a ``torchrun`` launch
+(``train.parallelize`` wraps the model, ``train.sharded`` writes the checkpoints); rank 0 alone logs, shows
+progress, writes metrics and publishes checkpoints. Each rank trains on its share of every global batch, so
+the run computes what one process would with the same config, up to the order of floating-point sums.
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from data.batch_stream import BatchStream
+from data.rank_share import RankShare
 from specs.batch import Batch
 from specs.card import DataRef
 from specs.protocols import ModelStore
 from specs.train_config import TrainConfig
+from train import sharded
 from train import state as train_state
+from train.distributed import join, local_device
 from train.loss import lm_loss
-from train.metrics import MetricsLog
+from train.metrics import MetricsLog, NoMetrics
 from train.optim import build_optimizer
+from train.parallelize import gradient_sync, parallelize
 from train.run_dir import RunDir
 from train.schedule import lr_at
 from train.stop import stop_on_signals
@@ -63,17 +71,21 @@ class Trainer:
         self.run = RunDir(run_dir)
         self.store = store
         self.progress = progress
-        self.device = _device(cfg.device)
+        self.world = join(cfg.parallel, _device(cfg.device))
+        self.device = local_device(_device(cfg.device), self.world)
 
     # ---------------------------------------------------------------------------------------------- entries
 
     def fit(self) -> RunResult:
         """Start a new run in an empty (or missing) run directory."""
-        self.run.start(self.cfg)
-        torch.manual_seed(self.cfg.seed)
-        random.seed(self.cfg.seed)
-        model = self.store.build(self.cfg.model, device=self.device)
-        return self._loop(model, start=0, resumed=None)
+        with contextlib.closing(self.world):
+            if self.world.main:
+                self.run.start(self.cfg)
+            self.world.barrier()
+            torch.manual_seed(self.cfg.seed)  # every rank builds the same initial weights
+            random.seed(self.cfg.seed)
+            model = self.store.build(self.cfg.model, device=self.device)
+            return self._loop(model, start=0, resumed=None)
 
     @classmethod
     def resume(cls, run_dir: str | Path, store: ModelStore, *, overrides: TrainConfig | None = None,
@@ -83,20 +95,26 @@ class Trainer:
         run = RunDir(run_dir)
         cfg = overrides or run.config()
         trainer = cls(cfg, run_dir, store, progress=progress)
-        if overrides is not None:
-            run.save_config(cfg)
-        latest = run.latest(store)
-        if latest is None:
-            raise FileNotFoundError(f"{run.root} has no intact checkpoint to resume from")
-        saved = train_state.read(latest)
-        model = store.load(latest, device=trainer.device)
-        return trainer._loop(model, start=saved.step, resumed=saved)
+        world = trainer.world
+        with contextlib.closing(world):
+            if overrides is not None and world.main:
+                run.save_config(cfg)
+            latest = world.broadcast(run.latest(store) if world.main else None)  # one rank verifies the files
+            if latest is None:
+                raise FileNotFoundError(f"{run.root} has no intact checkpoint to resume from")
+            saved = train_state.read(latest)
+            if sharded.is_sharded(latest):  # weights are read after the model is wrapped, into its layout
+                model = store.build(cfg.model, device=trainer.device)
+            else:
+                model = store.load(latest, device=trainer.device)
+            return trainer._loop(model, start=saved.step, resumed=saved, source=latest)
 
     # -------------------------------------------------------------------------------------------------- loop
 
-    def _loop(self, model: torch.nn.Module, *, start: int, resumed: train_state.TrainState | None) -> RunResult:
-        cfg = self.cfg
-        streams = open_streams(cfg, rank=0, world_size=1)
+    def _loop(self, model: torch.nn.Module, *, start: int, resumed: train_state.TrainState | None,
+              source: Path | None = None) -> RunResult:
+        cfg, world = self.cfg, self.world
+        streams = open_streams(cfg, rank=world.rank, world_size=world.world_size)
         if streams.vocab_size > cfg.model.vocab_size:
             raise ValueError(
                 f"the corpus tokenizer has {streams.vocab_size} tokens but model.vocab_size is {cfg.model.vocab_size}"
@@ -104,26 +122,39 @@ class Trainer:
         model.train()
         if cfg.activation_checkpointing:
             apply_activation_checkpointing(model)
-        optimizer = build_optimizer(model, cfg.optimizer)
-        best = None
-        if resumed is not None:
-            optimizer.load_state_dict(resumed.optimizer)
-            streams.train.load_state_dict(resumed.data)
-            train_state.restore_rng(resumed)
-            best = resumed.best_val_loss
+        single = cfg.parallel.strategy == "single"
+        named_optimizer = None
+        if resumed is not None and resumed.optimizer is not None and not single:  # a single-file checkpoint
+            named_optimizer = sharded.full_optimizer_state(model, cfg, resumed.optimizer)
         if cfg.compile:
             self._warm_up(model, streams.val.batch(0))
             compile_model(model)
-        metrics = MetricsLog(self.run.root, resume_after=start if resumed is not None else None)
-        tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum_steps
-        flops_per_step = flops_per_token(model, cfg.data.seq_len) * tokens_per_step
+        tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.grad_accum_steps  # global, all ranks
+        flops_per_step = flops_per_token(model, cfg.data.seq_len) * tokens_per_step / world.world_size
+        model = parallelize(model, cfg, world, self.device)
+        optimizer = build_optimizer(model, cfg.optimizer)
+        best = None
+        if resumed is not None:
+            if resumed.optimizer is None:
+                assert source is not None
+                sharded.load(model, optimizer, source, distributed=world.group)
+            elif named_optimizer is not None:
+                sharded.set_full_optimizer(model, optimizer, named_optimizer)
+            else:
+                optimizer.load_state_dict(resumed.optimizer)
+            streams.train.load_state_dict(resumed.data)
+            train_state.restore_rng(resumed)
+            best = resumed.best_val_loss
+        resume_after = start if resumed is not None else None
+        metrics = MetricsLog(self.run.root, resume_after=resume_after) if world.main else NoMetrics()
         peak = peak_flops(self.device, cfg.precision)
         batches = iter(streams.train)
-        latest = self.run.latest(self.store) if resumed is not None else None
+        latest = source  # the checkpoint this run resumed from, if any
         train_loss = val_loss = None
         stopped_by = None
         done = start
-        bar = tqdm(total=cfg.max_steps, initial=start, disable=not self.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.max_steps, initial=start, disable=not (self.progress and world.main), unit="step",
+                   dynamic_ncols=True)
         # An iteration's time runs from the previous iteration's end to this step's end, so it holds everything
         # the loop does (logging, and the evaluation or checkpoint of an iteration that has one), as nanoGPT's
         # per-iteration time does.
@@ -168,8 +199,9 @@ class Trainer:
                     metrics.plot()
                 if stop:
                     stopped_by = stop.signal
-                    log.warning("stopped by %s after step %d; resume with: lmplanes train --resume %s",
-                                stopped_by, done, self.run.root)
+                    if world.main:
+                        log.warning("stopped by %s after step %d; resume with: lmplanes train --resume %s",
+                                    stopped_by, done, self.run.root)
                     break
         return RunResult(
             steps=done,
@@ -185,18 +217,20 @@ class Trainer:
         norm before clipping (None without clipping)."""
         cfg = self.cfg
         total = torch.zeros((), device=self.device)
-        for _ in range(cfg.grad_accum_steps):
+        for micro in range(cfg.grad_accum_steps):
             batch = _to_device(next(batches), self.device)
-            with self._autocast():
-                loss, _parts = lm_loss(model, batch)  # type: ignore[arg-type]
-            (loss / cfg.grad_accum_steps).backward()
+            with gradient_sync(model, micro == cfg.grad_accum_steps - 1):
+                with self._autocast():
+                    loss, _parts = lm_loss(model, batch)  # type: ignore[arg-type]
+                (loss / cfg.grad_accum_steps).backward()
             total += loss.detach()
         grad_norm = None
         if cfg.grad_clip is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # fsdp2: a DTensor
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(total / cfg.grad_accum_steps), grad_norm
+        return float(self.world.mean(total / cfg.grad_accum_steps)), grad_norm
 
     def _warm_up(self, model: torch.nn.Module, batch: Batch) -> None:
         """One eager forward and backward (and an eager evaluation forward) before compiling, so that choices
@@ -215,7 +249,7 @@ class Trainer:
         model.zero_grad(set_to_none=True)
 
     @torch.no_grad()
-    def _evaluate(self, model: torch.nn.Module, val: BatchStream) -> float:
+    def _evaluate(self, model: torch.nn.Module, val: RankShare) -> float:
         """Mean loss over the first ``eval_batches`` batches of the validation stream: the same batches at every
         evaluation, so the numbers compare across steps and runs."""
         model.eval()
@@ -223,9 +257,9 @@ class Trainer:
         for index in range(self.cfg.eval_batches):
             with self._autocast():
                 loss, _ = lm_loss(model, _to_device(val.batch(index), self.device))  # type: ignore[arg-type]
-            losses.append(float(loss))
+            losses.append(loss.float())
         model.train()
-        return sum(losses) / len(losses)
+        return float(self.world.mean(torch.stack(losses).mean()))  # each rank saw its share of each batch
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.precision == "float32":
@@ -234,21 +268,30 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- checkpoints
 
-    def _checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: BatchStream, step: int,
+    def _checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: RankShare, step: int,
                     best: float | None, val_loss: float | None, streams: Streams) -> Path:
-        snapshot = train_state.capture(step, stream.state_dict(), best, optimizer)
-        path = self.store.save(
-            model,
-            self.run.step_dir(step),
-            overwrite=True,
-            card_fields=self._card_fields(step, val_loss, streams),
-            extra=lambda folder: _write_extras(folder, snapshot, streams),
-        )
-        self.run.mark_latest(step)
-        self.run.prune(self.cfg.keep_last)
+        single = self.cfg.parallel.strategy == "single"
+        snapshot = train_state.capture(step, stream.state_dict(), best, optimizer if single else None)
+        if single:
+            path = self.store.save(
+                model,
+                self.run.step_dir(step),
+                overwrite=True,
+                card_fields=self._card_fields(step, val_loss, streams),
+                extra=lambda folder: _write_extras(folder, snapshot, streams),
+            )
+        else:
+            extra = sharded.sharded_extras(self.cfg, snapshot, streams.save_tokenizer)
+            path = sharded.save(model, optimizer, self.run.step_dir(step), self.world, extra)
+        if self.world.main:
+            self.run.mark_latest(step)
+            self.run.prune(self.cfg.keep_last)
         return path
 
     def _save_best(self, model: torch.nn.Module, step: int, val_loss: float | None, streams: Streams) -> None:
+        if self.cfg.parallel.strategy != "single":  # the weights alone, sharded like the step checkpoints
+            sharded.save(model, None, self.run.best, self.world, sharded.sharded_extras(self.cfg, None, streams.save_tokenizer))
+            return
         self.store.save(
             model,
             self.run.best,

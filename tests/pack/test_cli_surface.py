@@ -24,6 +24,8 @@ SURFACE = {
     "checkpoint": {"--help", "-h"},
     "checkpoint verify": {"--help", "-h"},
     "checkpoint show": {"--help", "-h", "--json"},
+    "checkpoint consolidate": {"--help", "-h", "--out", "--overwrite"},
+    "checkpoint shard": {"--help", "-h", "--out", "--config"},
     "convert": {"--help", "-h", "--hf", "--checkpoint", "--gguf", "--out", "--to", "--dtype", "--overwrite"},
     "data": {"--help", "-h"},
     "data build": {
@@ -31,7 +33,7 @@ SURFACE = {
         "--val-fraction", "--split-by", "--seed", "--doc-sep", "--license", "--dtype", "--overwrite",
     },
     "data verify": {"--help", "-h"},
-    "train": {"--help", "-h", "--out", "--resume", "--set", "--quiet"},
+    "train": {"--help", "-h", "--out", "--resume", "--set", "--quiet", "--nproc"},
     "generate": {"--help", "-h", *MODEL, *SAMPLING, "--prompt"},
     "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system"},
     "serve": {
@@ -85,6 +87,8 @@ def test_every_leaf_command_has_a_runner() -> None:
         "config show": ["config", "show", "x.yaml"],
         "checkpoint verify": ["checkpoint", "verify", "ckpt"],
         "checkpoint show": ["checkpoint", "show", "ckpt"],
+        "checkpoint consolidate": ["checkpoint", "consolidate", "ckpt", "--out", "one"],
+        "checkpoint shard": ["checkpoint", "shard", "ckpt", "--out", "sharded"],
         "convert": ["convert", "--hf", "hf", "--out", "ckpt"],
         "data build": ["data", "build", "--input", "a.txt", "--outdir", "out", "--tokenizer", "char"],
         "data verify": ["data", "verify", "out"],

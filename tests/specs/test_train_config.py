@@ -84,6 +84,8 @@ def test_problems_inside_the_nested_model_name_their_path(tmp_path):
         ("schedule.decay_steps=50", "schedule.decay_steps", "must exceed warmup_steps (100)"),
         ("precision=float16", "precision", "float16"),
         ("model.dtype=bfloat16", "model.dtype", "training keeps float32 parameters and optimizer states"),
+        ("parallel.cpu_offload=true", "parallel.cpu_offload", "needs strategy fsdp2 (the strategy is single)"),
+        ("parallel.strategy=fsdp3", "parallel.strategy", "fsdp2"),
     ],
 )
 def test_impossible_runs_are_refused(override, path, fragment):
