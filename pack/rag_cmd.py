@@ -129,7 +129,7 @@ def run_ask(args: argparse.Namespace) -> int:
     with served_model(args) as served:
         prompt = served.encode_chat(rag.build_messages(args.question, passages))
         cfg = generation_config(args, served, len(prompt))
-        reply = rag.answer(served, args.question, passages, cfg, stop=args.stop)
+        reply = rag.answer(served, args.question, passages, cfg, stop=args.stop)  # served: a specs.ChatGenerator
     print(reply.text)
     print("\nSources:")
     for n, hit in enumerate(passages, start=1):

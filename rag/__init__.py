@@ -1,8 +1,9 @@
 """lmplanes retrieval-augmented generation: chunkers, an embedder over any encoder, vector and lexical indexes
-persisted with their chunks, hybrid retrieval, and answers with citations generated through ``serve``.
+persisted with their chunks, hybrid retrieval, and answers with citations from any chat model.
 
-Imports ``specs``, ``data`` and ``serve`` only: the encoder is any :class:`specs.EncoderModel` and the generator
-any :class:`serve.ServedModel`; ``pack`` builds them. See README.md.
+Imports ``specs`` and ``data`` only: the encoder is any :class:`specs.EncoderModel` (as a
+:class:`specs.TextEmbedder`) and the generator any :class:`specs.ChatGenerator` (``serve.ServedModel`` is one);
+``pack`` builds them. See README.md.
 """
 
 from rag.answer import Answer, answer, build_messages, citations

@@ -1,5 +1,5 @@
-"""Answer a question from retrieved passages with a chat model served by ``serve``, and say which passages the
-answer cites.
+"""Answer a question from retrieved passages with a chat model (any :class:`specs.ChatGenerator`; ``pack`` serves
+one through ``serve``), and say which passages the answer cites.
 
 The prompt numbers the passages (``[1]``, ``[2]`` ...) with their sources and asks for an answer from them only,
 citing by number; the answer's citations are the numbers it mentions that name a passage.
@@ -7,16 +7,13 @@ citing by number; the answer's citations are the numbers it mentions that name a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.store import Hit
-from serve.served_model import ServedModel
-from serve.text_generation import generate_text
 from specs.generation_config import GenerationConfig
+from specs.protocols import ChatGenerator
 
 INSTRUCTIONS = ("Answer the question using only the numbered passages below. Cite the passages you use by their "
                 "number in square brackets, like [1]. If the passages do not contain the answer, say that you do "
@@ -47,19 +44,9 @@ def citations(text: str, count: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(n for n in found if 1 <= n <= count))
 
 
-def answer(served: ServedModel, question: str, passages: Sequence[Hit], cfg: GenerationConfig, *,
+def answer(generator: ChatGenerator, question: str, passages: Sequence[Hit], cfg: GenerationConfig, *,
            stop: Sequence[str] = ()) -> Answer:
     """Generate the answer to ``question`` from ``passages`` (greedy unless ``cfg`` samples), ending before any
     ``stop`` string."""
-    prompt = served.encode_chat(build_messages(question, passages))
-
-    async def run() -> str:
-        pieces = []
-        deltas = generate_text(served.backend, served.tokenizer, prompt, cfg, stop=stop)
-        async with contextlib.aclosing(deltas):
-            async for delta in deltas:
-                pieces.append(delta.text)
-        return "".join(pieces)
-
-    text = asyncio.run(run()).strip()
+    text = generator.chat(build_messages(question, passages), cfg, stop=stop).strip()
     return Answer(text, tuple(passages), citations(text, len(passages)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +11,8 @@ from typing import Any
 from data.tokenizer import Tokenizer
 from serve.backend import Backend
 from serve.chat_template import ChatTemplate
+from serve.text_generation import generate_text
+from specs.generation_config import GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -35,3 +39,14 @@ class ServedModel:
     def encode_chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """The token ids of ``messages`` rendered by the chat template, with the assistant's turn opened."""
         return self.encode(self.chat_template.render(messages))
+
+    def chat(self, messages: Sequence[Mapping[str, str]], cfg: GenerationConfig, *, stop: Sequence[str] = ()) -> str:
+        """The assistant's whole reply to ``messages`` (a :class:`specs.ChatGenerator`), generated through the
+        backend and ending before any ``stop`` string. Blocking: for callers outside an event loop."""
+
+        async def reply() -> str:
+            deltas = generate_text(self.backend, self.tokenizer, self.encode_chat(messages), cfg, stop=stop)
+            async with contextlib.aclosing(deltas):
+                return "".join([delta.text async for delta in deltas])
+
+        return asyncio.run(reply())

@@ -27,7 +27,16 @@ from specs.generation_config import GenerationConfig
 from specs.manifest import read_manifest, verify_manifest, write_manifest
 from specs.model_config import AttentionConfig, MLPConfig, ModelConfig, RoPEConfig
 from specs.moe_config import MoEConfig
-from specs.protocols import CausalLM, EncoderModel, LMOutput, ModelStore, ParallelizableModel, Seq2SeqLM, TextEmbedder
+from specs.protocols import (
+    CausalLM,
+    ChatGenerator,
+    EncoderModel,
+    LMOutput,
+    ModelStore,
+    ParallelizableModel,
+    Seq2SeqLM,
+    TextEmbedder,
+)
 from specs.sizing import ModelSizes, model_sizes, parameter_count, parameter_parts
 from specs.tensor_spec import TensorSpec, checks_enabled, set_checks
 from specs.train_config import DataConfig, OptimizerConfig, ParallelConfig, ScheduleConfig, TrainConfig
@@ -75,6 +84,7 @@ __all__ = [
     "ShapeError",
     "TensorSpec",
     "TextEmbedder",
+    "ChatGenerator",
     "TrainConfig",
     "TrainingMemory",
     "apply_overrides",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from specs.cache import KVCache, PagedSpec
+    from specs.generation_config import GenerationConfig
     from specs.model_config import ModelConfig
 
 
@@ -126,6 +127,15 @@ class TextEmbedder(Protocol):
     def embed(self, texts: Sequence[str]) -> torch.Tensor: ...
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+
+@runtime_checkable
+class ChatGenerator(Protocol):
+    """Chat messages -> the assistant's reply: a chat model with its tokenizer and chat template, as
+    retrieval-augmented generation (``rag``) uses it. ``messages`` are ``{"role", "content"}`` mappings; the
+    reply ends before any of the ``stop`` strings."""
+
+    def chat(self, messages: Sequence[Mapping[str, str]], cfg: GenerationConfig, *, stop: Sequence[str] = ()) -> str: ...
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ SPINE = ["model", "blocks", "attn", "kernel", "tensor", "specs"]
 # Application planes and the planes each may import (DESIGN.md section 1); they never import the spine.
 APPS: dict[str, list[str]] = {
     "data": ["specs"], "train": ["specs", "data"], "serve": ["specs", "data"], "governance": ["specs"],
-    "eval": ["specs", "data", "serve"], "rag": ["specs", "data", "serve"], "export": ["specs"],
+    "eval": ["specs", "data", "serve"], "rag": ["specs", "data"], "export": ["specs"],
 }
 # Planes that must stay torch-free at run time (they work on files, on machines without torch).
 TORCH_FREE = ["specs", "governance"]
