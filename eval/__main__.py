@@ -23,7 +23,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> tuple[CausalLM, data.Tokenizer]:
     import torch
 
-    from eval.harness import installed_store
+    from specs.protocols import installed_store
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype) if args.dtype else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (fills the registry with lm_eval's own models before ours joins it)
@@ -32,10 +31,9 @@ import data
 import specs
 from eval.scoring import score_last_tokens
 from serve.generate import generate
-from specs.protocols import CausalLM, ModelStore
+from specs.protocols import CausalLM, ModelStore, installed_store
 
 NAME = "lmplanes"
-MODEL_STORES = "lmplanes.model_stores"
 
 # A request already turned into ids: ((context, continuation) or None for a rolling window, context, continuation).
 TokenRequest = tuple[tuple[str, str] | None, list[int], list[int]]
@@ -198,18 +196,6 @@ class LMPlanesLM(TemplateLM):
             mask[row, width - len(prompt) :] = 1
         out = generate(self.lm, ids.to(self._device), config, attention_mask=mask.to(self._device), tokenizer=self.tokenizer_)
         return self.tokenizer_.decode_batch([row[width:].tolist() for row in out.cpu()], skip_special_tokens=True)
-
-
-def installed_store(name: str = "lmplanes") -> ModelStore:
-    """The model store an installed package registers under the ``lmplanes.model_stores`` entry point (the
-    model plane's, for lmplanes itself), so this plane loads checkpoints without importing model code."""
-    found = {ep.name: ep for ep in metadata.entry_points(group=MODEL_STORES)}
-    if name not in found:
-        raise LookupError(f"no model store {name!r} is installed (entry points {MODEL_STORES}: {sorted(found)})")
-    store = found[name].load()
-    if not isinstance(store, ModelStore):
-        raise TypeError(f"{found[name].value} is not a specs.ModelStore")
-    return store
 
 
 def register_with_lm_eval() -> None:

@@ -190,6 +190,23 @@ class ModelStore(Protocol):
     def verify(self, path: str | os.PathLike[str]) -> list[str]: ...
 
 
+MODEL_STORES = "lmplanes.model_stores"
+
+
+def installed_store(name: str = "lmplanes") -> ModelStore:
+    """The model store an installed package registers under the ``lmplanes.model_stores`` entry point (the
+    model plane's, for lmplanes itself), so application planes load checkpoints without importing model code."""
+    from importlib import metadata
+
+    found = {ep.name: ep for ep in metadata.entry_points(group=MODEL_STORES)}
+    if name not in found:
+        raise LookupError(f"no model store {name!r} is installed (entry points {MODEL_STORES}: {sorted(found)})")
+    store = found[name].load()
+    if not isinstance(store, ModelStore):
+        raise TypeError(f"{found[name].value} is not a specs.ModelStore")
+    return store
+
+
 @runtime_checkable
 class ParallelizableModel(Protocol):
     """What a trainer needs to apply FSDP, tensor parallelism and activation checkpointing from outside.

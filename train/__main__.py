@@ -4,7 +4,8 @@
 import argparse
 import sys
 
-from train.cli import add_arguments, installed_store, run
+from specs.protocols import installed_store
+from train.cli import add_arguments, run
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m train", description="Train a language model, or resume a run.")

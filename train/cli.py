@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from importlib import metadata
 from typing import TYPE_CHECKING
 
 import specs
@@ -32,7 +31,6 @@ from specs.train_config import TrainConfig
 if TYPE_CHECKING:
     from train.trainer import RunResult
 
-ENTRY_POINTS = "lmplanes.model_stores"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,12 +125,3 @@ def _report(fit: Callable[[], RunResult]) -> int:
     return 0
 
 
-def installed_store(name: str = "lmplanes") -> ModelStore:
-    """The model store an installed package registers under the ``lmplanes.model_stores`` entry point."""
-    found = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINTS)}
-    if name not in found:
-        raise LookupError(f"no model store {name!r} is installed (entry points {ENTRY_POINTS}: {sorted(found)})")
-    store = found[name].load()
-    if not isinstance(store, ModelStore):
-        raise TypeError(f"{found[name].value} is not a specs.ModelStore")
-    return store
