@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from governance.checkpoint import checkpoint_id, read_card
-from governance.files import CARD_JSON, CARD_MD, MODELCARD, GovernanceError, write_text
+from governance.files import CARD_JSON, CARD_MD, MODELCARD, GovernanceError, read_artifact, write_text
 from specs.card import ModelCard
 from specs.config_io import to_dict
 
@@ -41,15 +41,9 @@ def write_card(checkpoint: str | Path, out_dir: str | Path, **sources: str | Pat
 
 def card_mismatch(card_json: Path, checkpoint: Path, card: ModelCard) -> list[str]:
     """Where the release card disagrees with the checkpoint's own card (empty when it describes it)."""
-    try:
-        document = json.loads(card_json.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [f"{card_json.name}: missing"]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [f"{card_json.name}: not valid JSON ({exc})"]
-    if not isinstance(document, dict) or document.get("format") != CARD_FORMAT:
-        return [f"{card_json.name}: not an lmplanes release card (format is not {CARD_FORMAT!r})"]
-    problems = []
+    document, problems = read_artifact(card_json, CARD_FORMAT, "release card")
+    if document is None:
+        return problems
     if document.get("card") != to_dict(card):
         problems.append(f"{card_json.name}: card/checkpoint mismatch: its card differs from {MODELCARD}")
     if document.get("content_id") != checkpoint_id(checkpoint):

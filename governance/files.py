@@ -6,9 +6,11 @@ a crash or a kill never leaves a half-written file under a name that ``verify`` 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from specs.config_files import current_umask
 
@@ -66,3 +68,17 @@ def relative_inside(path: Path, root: Path) -> str:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         raise GovernanceError(f"{path}: not inside {root}; checksummed files must lie under the root") from None
+
+
+def read_artifact(path: Path, fmt: str, what: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The JSON object in ``path`` when it is an lmplanes ``what`` whose ``format`` is ``fmt``; otherwise
+    ``None`` and the one problem, as ``verify`` reports it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, [f"{path.name}: missing"]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [f"{path.name}: not valid JSON ({exc})"]
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        return None, [f"{path.name}: not an lmplanes {what} (format is not {fmt!r})"]
+    return data, []

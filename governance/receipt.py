@@ -23,7 +23,7 @@ from typing import Any
 
 from governance.checkpoint import checkpoint_id, read_card
 from governance.environment import installed_packages
-from governance.files import CONFIG, GovernanceError, write_text
+from governance.files import CONFIG, GovernanceError, read_artifact, write_text
 from specs.manifest import hash_file
 
 RECEIPT_FORMAT = "lmplanes-receipt"
@@ -77,14 +77,9 @@ def write_receipt(out: str | Path, receipt: dict[str, Any]) -> Path:
 
 def receipt_problems(path: Path) -> list[str]:
     """Why ``path`` is not a usable receipt (empty when it is)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [f"{path.name}: missing"]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [f"{path.name}: not valid JSON ({exc})"]
-    if not isinstance(data, dict) or data.get("format") != RECEIPT_FORMAT:
-        return [f"{path.name}: not an lmplanes receipt (format is not {RECEIPT_FORMAT!r})"]
+    data, problems = read_artifact(path, RECEIPT_FORMAT, "receipt")
+    if data is None:
+        return problems
     missing = [k for k in REQUIRED if k not in data]
     return [f"{path.name}: missing {', '.join(missing)}"] if missing else []
 
