@@ -13,6 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_mypy_passes() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", *PLANES, "tools"], cwd=ROOT, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "mypy", *PLANES, "tools", "lmplanes_lm_eval.py"], cwd=ROOT, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, f"mypy found problems:\n{done.stdout}\n{done.stderr}"

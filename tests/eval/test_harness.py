@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
+from site import getsitepackages as sitepackages
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # read by datasets when it is first imported
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,6 +94,30 @@ def test_the_lm_eval_command_line_runs_our_model(tiny_pair, task_dir, tmp_path) 
     result = json.loads(found.read_text())
     assert result["config"]["model"] == "lmplanes"
     assert 0.0 <= result["results"]["lmplanes_mc"]["acc,none"] <= 1.0
+
+
+def test_the_plain_lm_eval_script_knows_lmplanes(tiny_pair, task_dir, tmp_path) -> None:
+    """``lm_eval --model lmplanes`` itself, in a fresh process: the installed ``lmplanes-lm-eval.pth`` start-up hook
+    registers the model when lm_eval imports its models, and lm_eval's built-in models stay registered."""
+    script = Path(sys.executable).with_name("lm_eval")
+    assert script.exists(), f"lm-eval's console script is missing next to {sys.executable}"
+    hooks = [Path(site) / "lmplanes-lm-eval.pth" for site in sitepackages()]
+    assert any(h.exists() for h in hooks), "lmplanes-lm-eval.pth is not installed: reinstall lmplanes (pip install -e .)"
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([str(script),
+        "--model", "lmplanes", "--model_args", f"checkpoint={tiny_pair.checkpoint}", "--include_path", str(task_dir),
+        "--tasks", "lmplanes_mc", "--limit", "4", "--device", "cpu", "--output_path", str(tmp_path / "out"),
+    ], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (found,) = (tmp_path / "out").rglob("results_*.json")
+    result = json.loads(found.read_text())
+    assert result["config"]["model"] == "lmplanes"
+    assert 0.0 <= result["results"]["lmplanes_mc"]["acc,none"] <= 1.0
+
+    probe = ("from lm_eval.api.registry import get_model; "
+             "print(get_model('lmplanes').__module__, get_model('hf').__name__)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["eval.harness", "HFLM"], done.stderr[-3000:]
 
 
 def test_refuses_what_it_cannot_do(tiny_pair) -> None:
