@@ -6,7 +6,8 @@
 With ``--gguf FILE`` the model is a real one, dequantized from a llama.cpp file by ``model.from_gguf`` on our
 side and by transformers' own GGUF loader on theirs (its own section of the markdown file).
 
-For each dtype: ``serve.generate`` eager, ``serve.generate`` through ``serve.compile_decoding``, and
+For each dtype: ``serve.generate`` eager, ``serve.generate`` through ``serve.compile_decoding(freeze=True)``
+(the weights as constants of the graph, which lets Inductor prepack them for the CPU's matrix kernels), and
 ``transformers`` ``generate`` (greedy, its default cache, its default attention), with the same random prompt,
 ``max_new_tokens`` new tokens (``min_new_tokens`` too, so that no contender stops early). Contenders alternate
 within every round, so a slow spell of a shared machine hits all of them. Reported per contender, medians over
@@ -111,13 +112,13 @@ def bench_dtype(
     else:
         hf_dtype = getattr(torch, dtype_name)
         ours = copy.deepcopy(lm).to(hf_dtype)
-    compiled = serve.compile_decoding(ours)
+    compiled = serve.compile_decoding(ours, freeze=True)
     hf = load_hf(hf_dtype).eval()
     ids = torch.randint(3, lm.config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(0))
     cfg = GenerationConfig(max_new_tokens=args.new, eos_token_ids=())
     contenders: dict[str, Callable[[], tuple[float, float, torch.Tensor]]] = {
         "lmplanes eager": lambda: time_ours(ours, ids, cfg),
-        "lmplanes compiled": lambda: time_ours(compiled, ids, cfg),
+        "lmplanes compiled (frozen weights)": lambda: time_ours(compiled, ids, cfg),
         "transformers generate": lambda: time_hf(hf, ids, args.new),
     }
     label = dtype_name if dtype_name != "int8" else "int8 (ours) / float32 (transformers)"

@@ -65,3 +65,34 @@ def test_cache_sizes_round_up_to_a_power_of_two_within_the_context():
     with pytest.raises(ValueError):
         compiled.new_cache(1, 101)
 
+
+
+def test_frozen_weights_under_inductor_give_the_eager_logits_and_tokens():
+    """The real back-end with Inductor's freezing (weights as graph constants, prepacked for the CPU kernels):
+    same logits as eager within the fp32 tolerance, same greedy tokens."""
+    torch._dynamo.reset()
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, freeze=True)
+    ids = _ids(10, 3)
+    cache = compiled.new_cache(1, 16)
+    with torch.no_grad():
+        compiled(ids[:, :4], cache=cache)
+        stepped = torch.cat([compiled(ids[:, i : i + 1], cache=cache) for i in range(4, 10)], dim=1)
+        torch.testing.assert_close(stepped, lm(ids)[:, 4:], atol=ATOL, rtol=0)
+    cfg = GenerationConfig(max_new_tokens=10)
+    assert torch.equal(serve.generate(compiled, ids, cfg), serve.generate(lm, ids, cfg))
+    torch._dynamo.reset()
+
+
+def test_frozen_weights_that_change_are_refused_not_used_stale():
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, freeze=True)
+    with torch.no_grad():
+        next(lm.parameters()).mul_(2.0)  # e.g. a fine-tuning step after compiling
+    cache = compiled.new_cache(1, 8)
+    ids = _ids(4, 0)
+    compiled(ids[:, :3], cache=cache)  # the prefill runs eagerly on the current weights
+    with pytest.raises(RuntimeError, match="weights changed after compile_decoding"):
+        compiled(ids[:, 3:], cache=cache)
+    with pytest.raises(ValueError, match="freeze=True"):
+        serve.compile_decoding(lm, freeze=True, backend="eager")
