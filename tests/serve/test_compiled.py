@@ -81,6 +81,12 @@ def test_frozen_weights_under_inductor_give_the_eager_logits_and_tokens():
         torch.testing.assert_close(stepped, lm(ids)[:, 4:], atol=ATOL, rtol=0)
     cfg = GenerationConfig(max_new_tokens=10)
     assert torch.equal(serve.generate(compiled, ids, cfg), serve.generate(lm, ids, cfg))
+    with torch.no_grad():
+        next(lm.parameters()).mul_(1.5)
+    with pytest.raises(RuntimeError, match="weights changed"):
+        serve.generate(compiled, ids, cfg)
+    afresh = serve.compile_decoding(lm, freeze=True)  # compiles again: never the graph that holds the old weights
+    assert torch.equal(serve.generate(afresh, ids, cfg), serve.generate(lm, ids, cfg))
     torch._dynamo.reset()
 
 
