@@ -43,9 +43,10 @@ class SelfAttention(AttentionProjections):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext = NO_CONTEXT) -> torch.Tensor:
         _X.check(x)
-        q = self.q_norm(self.split_heads(self.wq(x), self.n_heads))  # (B, Hq, T, D)
-        k = self.k_norm(self.split_heads(self.wk(x), self.n_kv_heads))  # (B, Hkv, T, D)
-        v = self.split_heads(self.wv(x), self.n_kv_heads)
+        q, k, v = self.project_qkv(x)
+        q = self.q_norm(self.split_heads(q, self.n_heads))  # (B, Hq, T, D)
+        k = self.k_norm(self.split_heads(k, self.n_kv_heads))  # (B, Hkv, T, D)
+        v = self.split_heads(v, self.n_kv_heads)
         rope = ctx.rope_for(self.windowed)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
