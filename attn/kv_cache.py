@@ -98,9 +98,14 @@ class StaticKVCache:
         else:
             slots = self._lens[:, None] + torch.arange(n_new, device=self._lens.device)  # (B, T)
             rows = self._rows[:, None]
-            # (B, max_len, Hkv, D) views, so two index tensors pick (row, slot) pairs and write through.
-            self._k[layer].transpose(1, 2)[rows, slots] = k.transpose(1, 2)
-            self._v[layer].transpose(1, 2)[rows, slots] = v.transpose(1, 2)
+            # One index_put on the whole buffer, (layer, row, slot) picked by index tensors; the values are laid
+            # out (B, T, Hkv, D), the indexed dimensions first. Not a write through a view of the layer: under
+            # torch.compile a view mutation becomes a scatter of the whole buffer copied back after the graph,
+            # so every layer's update cost a copy of every layer's cache (a compiled SmolLM2 step grew with the
+            # cache's size: 18.6 ms at 256 slots, 154 ms at 4096).
+            at = (torch.full_like(slots, layer), rows, slice(None), slots)
+            self._k[at] = k.transpose(1, 2)
+            self._v[at] = v.transpose(1, 2)
         if self._host is None:
             return self._k[layer], self._v[layer]
         end = max(self._host) + n_new
