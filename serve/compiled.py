@@ -11,9 +11,9 @@ over the unused tail of the buffer is masked, and cheap next to reading the weig
 prepack them for the CPU's matrix kernels (oneDNN's blocked bfloat16 layout, MKL's packed float32), merge the
 linears that share an input, and fold what depends only on the weights. On the CPU it is worth 1.05-1.7x in
 decode tokens/s (most in bfloat16; BENCHMARKS.md), at the price of a longer first compile (about 4x) and a packed
-copy of the weights. The graph keeps the weights it saw: a step taken after the
-model's weights change would silently use the old ones, so :class:`CompiledDecoding` refuses it (it compares the
-parameters' identities and in-place version counters before every step, a few microseconds).
+copy of the weights. The graph keeps the weights it saw: a step taken after the model's weights change would
+silently use the old ones, so :class:`CompiledDecoding` refuses it (it compares the parameters' identities and
+in-place version counters before every step, tens of microseconds against a step of milliseconds).
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ class CompiledDecoding:
             if attn_mask is not None:
                 attn_mask = _widen(attn_mask, cache.max_len)
             if input_ids.shape[1] == 1 and not kwargs:
-                if self._frozen is not None and _weight_versions(self.model) != self._frozen:
-                    raise RuntimeError("the model's weights changed after compile_decoding(freeze=True) baked them "
-                                       "into the decode graph; compile the changed model afresh, or use freeze=False")
                 if self._frozen is None:
                     return self._step(input_ids, cache, positions, attn_mask)
+                if _weight_versions(self.model) != self._frozen:
+                    raise RuntimeError("the model's weights changed after compile_decoding(freeze=True) baked them "
+                                       "into the decode graph; compile the changed model afresh, or use freeze=False")
                 # Patched around the call, where Inductor compiles, and not passed as torch.compile(options=...):
                 # on torch 2.13 that option left the graph unfrozen (same tokens/s, same rounding as without).
                 with torch._inductor.config.patch(_FREEZING):
