@@ -1,6 +1,6 @@
 """Batch-1 decoding against Hugging Face ``generate``, side by side, on llama-55m (same weights in both).
 
-    python benchmarks/bench_decode.py [--rounds 5] [--prompt 128] [--new 128] [--dtypes float32 bfloat16 int8] [--write BENCHMARKS.md]
+    python benchmarks/bench_decode.py [--rounds 5] [--prompt 128] [--new 128] [--dtypes float32 bfloat16 int8 int4] [--write BENCHMARKS.md]
     python benchmarks/bench_decode.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf [...]
 
 With ``--gguf FILE`` the model is a real one, dequantized from a llama.cpp file by ``model.from_gguf`` on our
@@ -25,7 +25,9 @@ its bound is for the file's bytes.
 
 ``int8``: our weights quantized by ``model.quantize_int8`` (weight-only int8 with a scale per output channel,
 bf16 activations) against transformers in float32, the reference the serve issue names; its tokens differ
-from float32's once quantization moves an argmax, and its bound is for the int8 bytes read.
+from float32's once quantization moves an argmax, and its bound is for the int8 bytes read. ``int4``: likewise
+with ``model.quantize_int4`` (4-bit codes with a bf16 scale and offset per 32 input features, the output head
+int8); from a Q4_1 GGUF file these are the file's own 4-bit values (tests/model/test_gguf_smollm2.py).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import serve
 import specs
 from specs import GenerationConfig
 
+QUANTIZED = {"int8": model.quantize_int8, "int4": model.quantize_int4}
 MARKERS = {False: ("<!-- bench:decode:start -->", "<!-- bench:decode:end -->"),
            True: ("<!-- bench:decode-gguf:start -->", "<!-- bench:decode-gguf:end -->")}
 
@@ -73,8 +76,10 @@ def weight_bytes(lm: torch.nn.Module) -> int:
     embedding = {id(p) for m in lm.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     head = {id(p) for p in lm.output_head().parameters()}
     read = sum(p.numel() * p.element_size() for p in lm.parameters() if id(p) not in embedding or id(p) in head)
-    quantized = [m for m in lm.modules() if isinstance(m, model.Int8Linear)]
-    return read + sum(b.numel() * b.element_size() for m in quantized for b in m.buffers())
+    int8 = [b for m in lm.modules() if isinstance(m, model.Int8Linear) for b in m.buffers()]
+    int4 = [b for m in lm.modules() if isinstance(m, model.Int4Linear)  # the kernel's copy of the codes, not both
+            for b in (m.weight_packed if m.weight_packed is not None else m.weight_int4, m.scales_and_zeros, m.bias)]
+    return read + sum(b.numel() * b.element_size() for b in [*int8, *int4] if b is not None)
 
 
 def time_ours(lm, ids: torch.Tensor, cfg: GenerationConfig) -> tuple[float, float, torch.Tensor]:
@@ -105,10 +110,10 @@ def time_hf(hf, ids: torch.Tensor, new: int) -> tuple[float, float, torch.Tensor
 def bench_dtype(
     lm: torch.nn.Module, load_hf: Callable[[torch.dtype], torch.nn.Module], dtype_name: str, args: argparse.Namespace
 ) -> dict:
-    """One table group. ``int8``: our weight-only int8 model (bf16 activations) against transformers in float32,
-    the comparison the serve issue asks for."""
-    if dtype_name == "int8":
-        ours, hf_dtype = model.quantize_int8(copy.deepcopy(lm).float()), torch.float32
+    """One table group. ``int8`` / ``int4``: our weight-only quantized model (bf16 activations) against transformers
+    in float32, the comparison the serve issue asks for."""
+    if dtype_name in QUANTIZED:
+        ours, hf_dtype = QUANTIZED[dtype_name](copy.deepcopy(lm).float()), torch.float32
     else:
         hf_dtype = getattr(torch, dtype_name)
         ours = copy.deepcopy(lm).to(hf_dtype)
@@ -121,7 +126,7 @@ def bench_dtype(
         "lmplanes compiled (frozen weights)": lambda: time_ours(compiled, ids, cfg),
         "transformers generate": lambda: time_hf(hf, ids, args.new),
     }
-    label = dtype_name if dtype_name != "int8" else "int8 (ours) / float32 (transformers)"
+    label = f"{dtype_name} (ours) / float32 (transformers)" if dtype_name in QUANTIZED else dtype_name
     return race(contenders, args.rounds, label, weight_bytes(ours))
 
 
@@ -231,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"], choices=["float32", "bfloat16", "int8"],
-                        help="int8: lmplanes' weight-only int8 (bf16 activations) against transformers in float32")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8", "int4"],
+                        choices=["float32", "bfloat16", *QUANTIZED],
+                        help="int8, int4: lmplanes' weight-only quantized models (bf16 activations) against "
+                             "transformers in float32")
     parser.add_argument("--gguf", type=Path, default=None, help="a llama.cpp file to load on both sides instead")
     parser.add_argument("--write", type=Path, default=None, help="replace the decode section of this markdown file")
     args = parser.parse_args(argv)

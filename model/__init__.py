@@ -3,6 +3,7 @@ I/O and Hugging Face interop.
 
 Public entry points: :func:`build`, :func:`count_parameters`, :func:`save_checkpoint`, :func:`load_checkpoint`,
 :func:`verify_checkpoint`, :func:`from_hf`, :func:`to_hf`, :func:`from_gguf`, :func:`enable_measured_cpu_linears`,
+:func:`quantize_int8`, :func:`quantize_int4`,
 the pooling helpers :func:`mean_pool`, :func:`cls_pool`, :func:`l2_normalize`, and :data:`STORE` (these, for the
 application planes).
 """
@@ -18,6 +19,7 @@ from model.gguf import from_gguf
 from model.hf import from_hf, to_hf
 from model.pooling import cls_pool, l2_normalize, mean_pool
 from model.quantize import Int8Linear, quantize_int8
+from model.quantize_int4 import Int4Linear, quantize_int4
 from model.store import STORE
 from model.temporaries import clean_stale_temporaries
 from specs.errors import CheckpointError
@@ -28,6 +30,7 @@ __all__ = [
     "DecoderLM",
     "EncoderDecoderLM",
     "EncoderLM",
+    "Int4Linear",
     "Int8Linear",
     "build",
     "clean_stale_temporaries",
@@ -42,6 +45,7 @@ __all__ = [
     "load_checkpoint",
     "make_card",
     "mean_pool",
+    "quantize_int4",
     "quantize_int8",
     "save_checkpoint",
     "to_hf",

@@ -32,8 +32,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="where the model runs: cpu, cuda, cuda:N, or auto (cuda when "
                         "available; default)")
     parser.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: as stored)")
-    parser.add_argument("--quantize", choices=["int8"], help="int8: weight-only int8 linears (a scale per output "
-                        "channel) computing in --dtype, default bfloat16: a quarter of the float32 weight bytes a token")
+    parser.add_argument("--quantize", choices=["int8", "int4"], help="int8: weight-only int8 linears (a scale per "
+                        "output channel) computing in --dtype, default bfloat16: a quarter of the float32 weight bytes "
+                        "a token; int4: 4-bit linears with a scale and offset per 32 input features (llama.cpp's "
+                        "Q4_1 scheme: a Q4_1 GGUF keeps its own values), the output head int8, computing in bfloat16")
 
 
 @contextlib.contextmanager
@@ -161,14 +163,21 @@ def _from_gguf(
 
 
 def _quantized(lm: model.DecoderLM, quantize: str | None, dtype: torch.dtype | None) -> model.DecoderLM:
-    """``lm`` with int8 weights computing in ``dtype`` (default bfloat16) when asked; quantized from the weights as
-    stored, not from a cast copy."""
+    """``lm`` with int8 or int4 weights computing in ``dtype`` (default bfloat16) when asked; quantized from the
+    weights as stored, not from a cast copy."""
     import torch
 
     import model
 
     if quantize is None:
         return lm
+    if quantize == "int4":
+        if dtype not in (None, torch.bfloat16):
+            raise CommandError(f"--quantize int4 computes in bfloat16; --dtype {str(dtype).removeprefix('torch.')} cannot go with it")
+        try:
+            return model.quantize_int4(lm)  # type: ignore[return-value]
+        except ValueError as exc:
+            raise CommandError(f"--quantize int4: {exc}") from None
     return model.quantize_int8(lm, compute_dtype=dtype or torch.bfloat16)  # type: ignore[return-value]
 
 

