@@ -92,10 +92,18 @@ class Int4Linear(nn.Module):
         return torch.stack([self.weight_int4 & 15, self.weight_int4 >> 4], dim=-1).reshape(self.out_features, -1)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The weight this layer computes with, ``(out_features, in_features)``."""
-        scales, zeros = (self.scales_and_zeros[..., i].t().to(dtype) for i in (0, 1))
-        groups = self.codes().to(dtype).reshape(self.out_features, -1, self.group_size) - _MID
-        return (groups * scales[..., None] + zeros[..., None]).reshape(self.out_features, self.in_features)
+        """The weight this layer computes with, ``(out_features, in_features)``: what a prompt's GEMM reads, so it
+        is written in place into one buffer (a 1536x576 weight in bf16: 0.51 ms, against 0.65 for the plain
+        expression, measured; ~210 of them make a SmolLM2 prompt's time to first token)."""
+        n, k = self.out_features, self.in_features
+        weight = torch.empty(n, k // 2, 2, dtype=dtype, device=self.weight_int4.device)
+        weight[..., 0] = self.weight_int4 & 15  # even columns sit in the low nibbles
+        weight[..., 1] = self.weight_int4 >> 4
+        scales, zeros = (self.scales_and_zeros[..., i].t().to(dtype)[..., None] for i in (0, 1))
+        # (q - 8) * scale + zero, as the kernel computes: folding -8 * scale into the offset first would round
+        # the group's minimum, often larger than its weights, to bf16 (measured: twice the error against it).
+        weight.view(n, k // self.group_size, self.group_size).sub_(_MID).mul_(scales).add_(zeros)
+        return weight.view(n, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.compute_dtype)

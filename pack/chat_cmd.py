@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pack.errors import CommandError, report
 from pack.generate_cmd import print_answer
-from pack.model_source import add_model_arguments, served_model
+from pack.model_source import add_compile_argument, add_model_arguments, served_model
 from pack.sampling_args import add_sampling_arguments, generation_config
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ def register(commands: Any) -> None:
         "starts over, '/exit' or end of input (Ctrl-D) ends the chat. Greedy unless --temperature is above 0.",
     )
     add_model_arguments(parser)
+    add_compile_argument(parser)
     parser.add_argument("--system", metavar="TEXT", help="a system message that opens the conversation")
     add_sampling_arguments(parser, max_new_tokens=256)
     parser.set_defaults(run=run_chat)

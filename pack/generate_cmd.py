@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pack.errors import CommandError, UsageError
-from pack.model_source import add_model_arguments, served_model
+from pack.model_source import add_compile_argument, add_model_arguments, served_model
 from pack.sampling_args import add_sampling_arguments, generation_config
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ def register(commands: Any) -> None:
         "unless --temperature is above 0.",
     )
     add_model_arguments(parser)
+    add_compile_argument(parser)
     parser.add_argument("--prompt", required=True, help="the text to continue")
     add_sampling_arguments(parser, max_new_tokens=128)
     parser.set_defaults(run=run_generate)

@@ -38,6 +38,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "Q4_1 scheme: a Q4_1 GGUF keeps its own values), the output head int8, computing in bfloat16")
 
 
+def add_compile_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action="store_true", help="compile the one-token decode step with torch.compile "
+                        "(Inductor, the weights frozen into the graph: serve.compile_decoding(freeze=True)); the first "
+                        "request at each cache size (prompt and answer, rounded up to a power of two) pays for the "
+                        "compilation, tens of seconds on a CPU. One request at a time: not with --max-batch above 1")
+
+
 @contextlib.contextmanager
 def served_model(args: argparse.Namespace) -> Iterator[serve.ServedModel]:
     """:func:`load_served_model`, with its backend closed at the end of the block."""
@@ -60,9 +67,14 @@ def load_served_model(
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     device = _device(args.device)
+    compile_step = getattr(args, "compile", False)
+    if compile_step and max_batch > 1:  # before loading anything: the mistake is in the flags
+        raise UsageError(f"--compile compiles the decode step of one request at a time; the continuous-batching "
+                         f"engine (--max-batch {max_batch}) runs eagerly: add --max-batch 1 or leave out --compile")
     threads = serve.hand_threads_to_workers()  # the backend's worker computes; this thread only loads and serves
     load = _from_gguf if args.gguf else _from_checkpoint
-    return load(Path(args.gguf or args.checkpoint), device, dtype, name, max_batch, threads, max_len, args.quantize)
+    return load(Path(args.gguf or args.checkpoint), device, dtype, name, max_batch, threads, max_len, args.quantize,
+                compile_step)
 
 
 def served_device(args: argparse.Namespace) -> torch.device:
@@ -118,7 +130,7 @@ def _checkpoint_parts(
 
 def _from_checkpoint(
     folder: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
-    max_len: int | None, quantize: str | None,
+    max_len: int | None, quantize: str | None, compile_step: bool,
 ) -> serve.ServedModel:
     import serve
 
@@ -127,7 +139,8 @@ def _from_checkpoint(
         template = serve.ChatTemplate.from_directory(folder, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
     except serve.ChatTemplateError as exc:
         raise CommandError(f"{folder}: {exc}") from None
-    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch, threads, max_len)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or folder.resolve().name, folder, max_batch,
+                   threads, max_len, compile_step)
 
 
 def _gguf_parts(
@@ -149,7 +162,7 @@ def _gguf_parts(
 
 def _from_gguf(
     path: Path, device: torch.device, dtype: torch.dtype | None, name: str | None, max_batch: int, threads: int,
-    max_len: int | None, quantize: str | None,
+    max_len: int | None, quantize: str | None, compile_step: bool,
 ) -> serve.ServedModel:
     """A GGUF file holds all three: the weights, the tokenizer and the chat template (``tokenizer.chat_template``)."""
     import serve
@@ -159,7 +172,8 @@ def _from_gguf(
         template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
     except serve.ChatTemplateError as exc:
         raise CommandError(f"{path}: {exc}") from None
-    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch, threads, max_len)
+    return _served(lm, tokenizer, template, device, name or lm.config.name or path.stem, path, max_batch, threads,
+                   max_len, compile_step)
 
 
 def _quantized(lm: model.DecoderLM, quantize: str | None, dtype: torch.dtype | None) -> model.DecoderLM:
@@ -182,7 +196,8 @@ def _quantized(lm: model.DecoderLM, quantize: str | None, dtype: torch.dtype | N
 
 
 def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.ChatTemplate, device: torch.device,
-            name: str, source: Path, max_batch: int, threads: int, max_len: int | None) -> serve.ServedModel:
+            name: str, source: Path, max_batch: int, threads: int, max_len: int | None,
+            compile_step: bool = False) -> serve.ServedModel:
     import serve
 
     config = lm.config
@@ -194,7 +209,8 @@ def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.Chat
     if max_batch > 1:  # the paged cache is allocated up front: max_batch rows of the context, in blocks
         backend = serve.AsyncEngine(serve.Engine(lm, max_batch=max_batch, max_len=context), threads=threads)
     else:
-        backend = serve.SerialBackend(lm, device=device, threads=threads)
+        decoder = serve.compile_decoding(lm, freeze=True) if compile_step else lm
+        backend = serve.SerialBackend(decoder, device=device, threads=threads)
     return serve.ServedModel(
         name=name,
         backend=backend,

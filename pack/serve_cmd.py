@@ -9,7 +9,7 @@ from typing import Any
 
 from pack.encoder_source import load_embedder
 from pack.errors import CommandError, UsageError
-from pack.model_source import add_model_arguments, load_served_model, served_device
+from pack.model_source import add_compile_argument, add_model_arguments, load_served_model, served_device
 
 API_KEY_VARIABLE = "LMPLANES_API_KEY"
 
@@ -24,6 +24,7 @@ def register(commands: Any) -> None:
         "decode together (continuous batching over a paged KV cache). SIGTERM or Ctrl-C stops taking requests, lets those in flight finish, then exits 0.",
     )
     add_model_arguments(parser)
+    add_compile_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; 0.0.0.0 for "
                         "every interface)")
     parser.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0 picks a free one)")

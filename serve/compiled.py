@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
-from specs.cache import KVCache
-from specs.protocols import CausalLM
+from specs.cache import KVCache, PagedSpec
+from specs.protocols import CausalLM, LMOutput
 
 _SMALLEST_CACHE = 64
 # Inductor settings of freeze=True. concat_linear merges the linears that read the same input (q/k/v, gate/up)
@@ -66,19 +66,41 @@ class CompiledDecoding:
     ) -> torch.Tensor:
         return self.model(token, cache=cache, positions=positions, attn_mask=attn_mask)
 
+    @overload
     def __call__(
         self,
         input_ids: torch.Tensor,
         *,
-        cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
         attn_mask: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> Any:
+        output: Literal["logits"] = "logits",
+    ) -> torch.Tensor: ...
+
+    @overload
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+        output: Literal["hidden", "all"],
+    ) -> LMOutput: ...
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+        output: Literal["logits", "hidden", "all"] = "logits",
+    ) -> torch.Tensor | LMOutput:
         if cache is not None and getattr(cache, "fixed_shapes", False):
             if attn_mask is not None:
                 attn_mask = _widen(attn_mask, cache.max_len)
-            if input_ids.shape[1] == 1 and not kwargs:
+            if input_ids.shape[1] == 1 and output == "logits":
                 if self._frozen is None:
                     return self._step(input_ids, cache, positions, attn_mask)
                 if _weight_versions(self.model) != self._frozen:
@@ -88,7 +110,7 @@ class CompiledDecoding:
                 # on torch 2.13 that option left the graph unfrozen (same tokens/s, same rounding as without).
                 with torch._inductor.config.patch(_FREEZING):
                     return self._step(input_ids, cache, positions, attn_mask)
-        return self.model(input_ids, cache=cache, positions=positions, attn_mask=attn_mask, **kwargs)
+        return self.model(input_ids, cache=cache, positions=positions, attn_mask=attn_mask, output=output)
 
     def new_cache(
         self,
@@ -98,11 +120,18 @@ class CompiledDecoding:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         fixed_shapes: bool = True,
+        paged: PagedSpec | None = None,
     ) -> KVCache:
-        """A fixed-shape cache of at least ``max_len`` tokens (rounded up to a power of two, see the module)."""
+        """A fixed-shape cache of at least ``max_len`` tokens (rounded up to a power of two, see the module); with
+        ``paged``, the model's paged cache as it is (its steps run eagerly)."""
+        if paged is not None:
+            return self.model.new_cache(batch, max_len, dtype=dtype, device=device, paged=paged)
         bucket = max(_SMALLEST_CACHE, 1 << (max_len - 1).bit_length())
         size = max(max_len, min(bucket, self.config.max_seq_len))
         return self.model.new_cache(batch, size, dtype=dtype, device=device, fixed_shapes=fixed_shapes)
+
+    def output_head(self) -> torch.nn.Module:
+        return self.model.output_head()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)

@@ -34,10 +34,10 @@ SURFACE = {
     },
     "data verify": {"--help", "-h"},
     "train": {"--help", "-h", "--out", "--resume", "--set", "--quiet", "--nproc"},
-    "generate": {"--help", "-h", *MODEL, *SAMPLING, "--prompt"},
-    "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system"},
+    "generate": {"--help", "-h", *MODEL, *SAMPLING, "--prompt", "--compile"},
+    "chat": {"--help", "-h", *MODEL, *SAMPLING, "--system", "--compile"},
     "serve": {
-        "--help", "-h", *MODEL, "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
+        "--help", "-h", *MODEL, "--compile", "--host", "--port", "--api-key", "--model-name", "--max-tokens", "--max-batch", "--max-len",
         "--shutdown-timeout", "--embedding-model", "--embedding-model-name",
     },
     "eval": {"--help", "-h"},

@@ -163,3 +163,20 @@ def test_quantized_models_compile_frozen_and_step_like_eager(quantize):
         eager = lm(ids)[:, 4:].float()
     assert (stepped - eager).abs().max() <= 2e-2 * eager.abs().max()
     torch._dynamo.reset()
+
+
+def test_it_is_a_causal_lm_whose_other_calls_run_eagerly(compile_counter):
+    """What is not a one-token logits step -- hidden states, a paged cache -- goes to the model as it is."""
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, backend=compile_counter)
+    ids = _ids(6, 2)
+    paged = compiled.new_cache(1, 16, paged=specs.PagedSpec(block_size=4))
+    assert paged.max_len == 16 and not getattr(paged, "fixed_shapes", False)
+    with torch.no_grad():
+        compiled(ids[:, :5], cache=paged)
+        torch.testing.assert_close(compiled(ids[:, 5:], cache=paged), lm(ids)[:, 5:], atol=ATOL, rtol=0)
+        fixed = compiled.new_cache(1, 16)
+        compiled(ids[:, :5], cache=fixed)
+        hidden = compiled(ids[:, 5:], cache=fixed, output="hidden")
+    assert isinstance(hidden, specs.LMOutput) and hidden.hidden.shape == (1, 1, lm.config.d_model)
+    assert compile_counter.compiles == 0 and compiled.output_head()[0] is lm.lm_head

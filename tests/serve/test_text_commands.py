@@ -30,6 +30,28 @@ def test_generate_prints_the_greedy_continuation(tiny_checkpoint, reference, cap
     assert err.startswith("12 tokens in ") and "stopped by the length limit" in err
 
 
+def test_generate_with_a_compiled_decode_step_prints_the_same_text(tiny_checkpoint, reference, capsys):
+    """``--compile``: the decode steps run through ``serve.compile_decoding(freeze=True)`` (float32: the eager
+    logits to ~1e-5, tests/serve/test_compiled.py), so greedy text is the eager text."""
+    import torch
+
+    torch._dynamo.reset()
+    assert main(["generate", "--checkpoint", str(tiny_checkpoint), "--prompt", "Hello", "--max-new-tokens", "12",
+                 "--compile"]) == 0
+    out, _ = capsys.readouterr()
+    assert out == reference(reference.tokenizer.encode("Hello"), 12)[0] + "\n"
+    torch._dynamo.reset()
+
+
+def test_compile_with_the_batching_engine_is_refused_before_loading(tmp_path, capsys):
+    """The engine decodes over a paged cache, eagerly: ``--compile`` with ``--max-batch`` above 1 would do
+    nothing, so it is a usage error, reported before the (missing) checkpoint is even looked at."""
+    from pack.errors import EXIT_USAGE
+
+    assert main(["serve", "--checkpoint", str(tmp_path / "absent"), "--compile", "--max-batch", "2"]) == EXIT_USAGE
+    assert "--compile compiles the decode step of one request at a time" in capsys.readouterr().err
+
+
 def test_generate_stops_before_a_stop_string(tiny_checkpoint, reference, capsys):
     text, _ = reference(reference.tokenizer.encode("abc"), 40)
     assert main(["generate", "--checkpoint", str(tiny_checkpoint), "--prompt", "abc", "--max-new-tokens", "40",
