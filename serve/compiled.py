@@ -33,7 +33,10 @@ _SMALLEST_CACHE = 64
 # Inductor settings of freeze=True. concat_linear merges the linears that read the same input (q/k/v, gate/up)
 # into one product over their frozen, concatenated weights: fewer, longer weight streams (bfloat16 llama-55m:
 # 170 -> 205 tokens/s; float32 +3%).
-_FREEZING = {"freezing": True, "cpp.enable_concat_linear": True}
+# cpp_wrapper: the graph's kernels are called from generated C++ rather than Python, which matters when a token
+# is hundreds of small kernels (SmolLM2 int4 112 -> 127 and 115 -> 125 tokens/s, llama-55m float32 180 -> 192 and
+# 175 -> 181, alternated scratch runs), at the price of compiling that wrapper too (a first compile 16 -> 51 s).
+_FREEZING = {"freezing": True, "cpp.enable_concat_linear": True, "cpp_wrapper": True}
 
 
 class CompiledDecoding:
