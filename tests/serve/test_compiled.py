@@ -116,6 +116,23 @@ def test_frozen_weights_that_change_are_refused_not_used_stale():
         serve.compile_decoding(lm, freeze=True, backend="eager")
 
 
+@pytest.mark.parametrize("change", ["parameter", "submodule"])
+def test_frozen_weights_replaced_rather_than_written_are_refused_too(change):
+    """The check looks at what each slot of each module holds, not only at in-place versions: a parameter or a
+    whole layer swapped for another is a change as well."""
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, freeze=True)
+    if change == "parameter":
+        lm.lm_head.weight = torch.nn.Parameter(lm.lm_head.weight.detach().clone())
+    else:
+        lm.layers[0].mlp = _lm(1).layers[0].mlp
+    cache = compiled.new_cache(1, 8)
+    ids = _ids(4, 0)
+    compiled(ids[:, :3], cache=cache)
+    with pytest.raises(RuntimeError, match="weights changed after compile_decoding"):
+        compiled(ids[:, 3:], cache=cache)
+
+
 def test_the_compiled_step_writes_the_cache_in_place_not_by_scattering_copies():
     """A cache write through a view of one layer's buffer is functionalized into a scatter that rebuilds the
     whole buffer (all layers) and copies it back, once per layer: a compiled SmolLM2 step then grew with the
