@@ -17,9 +17,9 @@ from model.encoder import EncoderLM
 from model.encoder_decoder import EncoderDecoderLM
 from model.gguf import from_gguf
 from model.hf import from_hf, to_hf
+from model.int4 import Int4Linear, quantize_int4
 from model.pooling import cls_pool, l2_normalize, mean_pool
 from model.quantize import Int8Linear, quantize_int8
-from model.quantize_int4 import Int4Linear, quantize_int4
 from model.store import STORE
 from model.temporaries import clean_stale_temporaries
 from specs.errors import CheckpointError

@@ -74,8 +74,8 @@ def test_fused_and_generic_paths_agree() -> None:
 # int4 rounds a weight by up to 1/30 of its group's range (int8: 1/254 of its row's largest). On random Gaussian
 # weights that is noise of ~8% of a weight's size (a group of 32 spans ~4 sigma, 15 steps, uniform rounding:
 # 4/15/sqrt(12) = 0.08), which over llama-tiny's seven linears in a row leaves a cosine near 0.97 (observed
-# 0.968-0.978). Trained weights fare better (SmolLM2: tests/model/test_quantize_int4.py); the int4 layers
-# themselves are checked tightly against their dequantized weights there.
+# 0.968-0.978). Trained weights fare better (SmolLM2: tests/model/test_gguf_smollm2.py); the int4 layers
+# themselves are checked tightly against their dequantized weights in tests/model/test_int4.py.
 QUANTIZERS = {"int8": (model.quantize_int8, Int8Linear, 0.999), "int4": (model.quantize_int4, model.Int4Linear, 0.95)}
 
 

@@ -17,6 +17,9 @@ pytestmark = pytest.mark.slow
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# Answered by a wide margin in every dtype (see the generate test), so quantization noise cannot flip it.
+QUESTION, ANSWER = "What is the capital city of Japan?", "Tokyo"
+
 
 @pytest.fixture(scope="module")
 def gguf_file(unpacked_wheel):
@@ -26,10 +29,12 @@ def gguf_file(unpacked_wheel):
 @pytest.mark.parametrize("quantize", [None, "int8", "int4"])
 def test_generate_from_a_gguf_file_equals_greedy_decoding(gguf_file, quantize, capsys):
     """Also with ``--quantize int8`` / ``int4`` (weight-only, bf16 activations): the same text as greedy decoding of
-    ``model.quantize_int8`` / ``quantize_int4`` of the model, and still a sensible answer."""
+    ``model.quantize_int8`` / ``quantize_int4`` of the model, and still a sensible answer. The question is one the
+    model answers by a wide margin (first token's top two logits 2.4-2.6 apart in float32, int8 and int4): for
+    "the capital of France" they are 0.08 apart in float32, and bf16 rounding alone picks either."""
     tokenizer = data.load_tokenizer(gguf_file)
     template = serve.ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.roles["bos"], eos_token=tokenizer.roles["eos"])
-    prompt = template.render([{"role": "user", "content": "What is the capital of France?"}])
+    prompt = template.render([{"role": "user", "content": QUESTION}])
     ids = torch.tensor([tokenizer.encode(prompt)])
     lm = model.from_gguf(gguf_file)
     if quantize:
@@ -37,7 +42,7 @@ def test_generate_from_a_gguf_file_equals_greedy_decoding(gguf_file, quantize, c
     cfg = serve.sampling_config(max_new_tokens=8, temperature=0)
     new = serve.generate(lm, ids, cfg)[0, ids.shape[1] :].tolist()
     expected = tokenizer.decode(new[: new.index(tokenizer.eos_id)] if tokenizer.eos_id in new else new)  # as printed
-    assert "Paris" in expected  # a real chat model answers sensibly
+    assert ANSWER in expected  # a real chat model answers sensibly
 
     flags = ["--quantize", quantize] if quantize else []
     assert main(["generate", "--gguf", str(gguf_file), "--prompt", prompt, "--max-new-tokens", "8", *flags]) == 0
@@ -58,9 +63,9 @@ def test_smollm2_answers_chat_through_the_openai_api(gguf_file, quantize, tmp_pa
     server = ServerProcess(gguf_file, tmp_path / "server.log", "--max-batch", "2", "--max-len", "512", *flags)
     try:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
-        messages = [{"role": "user", "content": "What is the capital of France?"}]
+        messages = [{"role": "user", "content": QUESTION}]
         whole = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=12, temperature=0)
-        assert "Paris" in whole.choices[0].message.content
+        assert ANSWER in whole.choices[0].message.content
         pieces = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=12, temperature=0,
                                                 stream=True)
         assert "".join(chunk.choices[0].delta.content or "" for chunk in pieces if chunk.choices) == (

@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import model
 import specs
-from model.quantize_int4 import FUSED_MAX_ROWS, Int4Linear, quantize_weight_int4
+from model.int4 import FUSED_MAX_ROWS, Int4Linear, quantize_weight_int4
 
 KERNEL = torch.ops.aten._weight_int4pack_mm_for_cpu.default
 
@@ -62,8 +62,8 @@ def test_weights_made_by_q4_1_quantize_back_to_their_own_codes() -> None:
 
 @pytest.mark.parametrize(
     ("out_features", "rows", "fused"),
-    [(48, (1, 1), True), (48, (2, 2), True), (48, (2, 3), False), (40, (1, 1), False)],
-    ids=["one-row", "four-rows", "a-prompt-of-six-rows", "out-features-not-a-multiple-of-16"],
+    [(48, (1, 1), True), (48, (4, 16), True), (48, (5, 13), False), (40, (1, 1), False)],
+    ids=["one-row", "64-rows", "a-prompt-of-65-rows", "out-features-not-a-multiple-of-16"],
 )
 @pytest.mark.parametrize("bias", [False, True])
 def test_layer_equals_the_float_product_of_its_dequantized_weight(

@@ -12,13 +12,13 @@ The scale and offset are kept in the compute dtype (bfloat16), as ``(q - 8) * sc
 and the dequantized fallback compute the same weights. The rounding of the scale and offset to bfloat16 moves a
 weight by at most about 2**-8 of its group's range, the order of a bfloat16 weight's own rounding.
 
-The fused kernel runs one matrix-vector product per row and only with bfloat16 activations (float32 and
-float16 take a scalar path, 20-30x slower, measured), so it serves decode steps of up to
-:data:`FUSED_MAX_ROWS` rows on CPU; prompts, other devices and layers the kernel cannot take (output features
-not a multiple of 16) use ``F.linear`` on the dequantized weight. The kernel's weight layout is its own (it
-differs between CPU builds), so it is a non-persistent buffer rebuilt from the portable one: the state dict
-holds the 4-bit codes two to a byte (``weight_int4``, even column in the low nibble) and
-``scales_and_zeros``.
+The fused kernel's time grows with the rows (a matrix-vector product per row) and it takes bfloat16
+activations only (float32 and float16 take a scalar path, 20-30x slower, measured), so it serves calls of up to
+:data:`FUSED_MAX_ROWS` rows on CPU -- decode steps and short prompts; longer prompts, other devices and layers
+the kernel cannot take (output features not a multiple of 16) use ``F.linear`` on the dequantized weight. The
+kernel's weight layout is ATen's private one (packed for the vector width it was built for), so it is a
+non-persistent buffer rebuilt from the portable one: the state dict holds the 4-bit codes two to a byte
+(``weight_int4``, even column in the low nibble) and ``scales_and_zeros``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from torch import nn
 from model.quantize import Int8Linear
 
 GROUP_SIZES = (32, 64, 128, 256)
-FUSED_MAX_ROWS = 4
+FUSED_MAX_ROWS = 64
 """Rows up to which the fused kernel beats dequantizing the weight for a GEMM. Measured on an Intel Xeon (2
-threads, a 1536x576 weight, bfloat16): fused 36/40/51/92 us at 1/2/4/8 rows; dequantized weight + GEMM about
-70 us at any of them."""
+threads, bfloat16, 1536x576 and 576x1536 weights): fused ~10 us a row (48 at 4 rows, 320 at 32, 630 at 64, 1250
+at 128); dequantizing the weight then one GEMM 0.6-0.75 ms whatever the rows (up to 128). A 192x576 weight
+crosses over at the same place (85 vs 143 us at 64 rows, 162 vs 168 at 128)."""
 _PACK_ROWS = 16  # the kernel's layout packs output rows in sixteens
 _MID = 8  # the code the kernel subtracts: w = (q - 8) * scale + zero
 
