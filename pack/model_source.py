@@ -197,7 +197,7 @@ def _quantized(lm: model.DecoderLM, quantize: str | None, dtype: torch.dtype | N
 
 def _served(lm: model.DecoderLM, tokenizer: data.Tokenizer, template: serve.ChatTemplate, device: torch.device,
             name: str, source: Path, max_batch: int, threads: int, max_len: int | None,
-            compile_step: bool = False) -> serve.ServedModel:
+            compile_step: bool) -> serve.ServedModel:
     import serve
 
     config = lm.config

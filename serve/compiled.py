@@ -13,9 +13,10 @@ linears that share an input, and fold what depends only on the weights. On the C
 decode tokens/s (most in bfloat16; BENCHMARKS.md), at the price of a longer first compile (about 4x) and a packed
 copy of the weights. The graph keeps the weights it saw: a step taken after the model's weights change would
 silently use the old ones, so :class:`CompiledDecoding` refuses it (it compares the parameters' identities and
-in-place version counters before every step, tens of microseconds against a step of milliseconds). The frozen
-graph also keeps the modules' settings it was compiled with (dynamo's guards on module attributes are dropped:
-they cost more than the check above); compile afresh after changing one.
+in-place version counters, at slots recorded once, before every step: 0.06 ms for llama-55m, 0.25 ms for
+SmolLM2, against steps of 5-9 ms). The frozen graph also keeps the modules' settings it was compiled with
+(dynamo's guards on module attributes are dropped: they cost more than the check above); compile afresh after
+changing one.
 """
 
 from __future__ import annotations
