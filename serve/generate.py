@@ -75,7 +75,11 @@ def stream(
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.do_sample and cfg.seed is not None else None
     eos = torch.tensor(cfg.eos_token_ids, dtype=torch.long, device=device)
-    counts = torch.zeros(rows, model.config.vocab_size, device=device)
+    # What the penalties read, kept up to date only when the config has them (a step's bookkeeping is paid once
+    # per token, next to decode steps of a few ms).
+    track_sequences = cfg.repetition_penalty != 1.0
+    track_counts = bool(cfg.frequency_penalty or cfg.presence_penalty)
+    counts = torch.zeros(rows, model.config.vocab_size if track_counts else 0, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     sequences = ids
     produced: list[list[int]] = [[] for _ in range(rows)]
@@ -87,15 +91,18 @@ def stream(
         scores = process(logits.float(), sequences, counts, cfg)
         token = torch.where(finished, cfg.fill_id, pick(scores, cfg, generator))
         yield token
-        sequences = torch.cat([sequences, token[:, None]], dim=1)
-        counts.scatter_add_(1, token[:, None], (~finished).to(counts.dtype)[:, None])
+        if track_sequences:
+            sequences = torch.cat([sequences, token[:, None]], dim=1)
+        if track_counts:
+            counts.scatter_add_(1, token[:, None], (~finished).to(counts.dtype)[:, None])
         if cfg.stop:
             assert tokenizer is not None  # checked above
             finished |= _stop_hits(token, finished, produced, cfg.stop, tokenizer)
         finished |= torch.isin(token, eos)
         if step == cfg.max_new_tokens - 1 or bool(finished.all()):
             return
-        keys = torch.cat([keys, keys.new_ones(rows, 1)], dim=1)
+        if padded:
+            keys = torch.cat([keys, keys.new_ones(rows, 1)], dim=1)
         logits = model(token[:, None], cache=cache, positions=next_position,
                        attn_mask=allow_mask(keys) if padded else None)[:, -1]
         next_position = next_position + 1

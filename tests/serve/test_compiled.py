@@ -90,6 +90,27 @@ def test_frozen_weights_under_inductor_give_the_eager_logits_and_tokens():
     torch._dynamo.reset()
 
 
+def test_every_graph_a_frozen_step_compiles_is_frozen():
+    """Freezing is set only around a call that has to compile (steps first run under dynamo's
+    ``fail_on_recompile`` stance): the first graph and one compiled later for another cache size both hold the
+    weights as constants. Writing through ``.data`` (which the version check cannot see) shows it: the frozen
+    steps keep the old head while the eager model's logits become zeros."""
+    torch._dynamo.reset()
+    lm = _lm()
+    compiled = serve.compile_decoding(lm, freeze=True)
+    ids = _ids(6, 2)
+    caches = [compiled.new_cache(1, n) for n in (8, 100)]  # 64 and 128 slots: two graphs
+    with torch.no_grad():
+        for cache in caches:
+            compiled(ids[:, :4], cache=cache)
+            compiled(ids[:, 4:5], cache=cache)  # compiles this cache size's step
+        lm.lm_head.weight.data.zero_()
+        assert not lm(ids).any()
+        for cache in caches:
+            assert compiled(ids[:, 5:], cache=cache).abs().min() > 0
+    torch._dynamo.reset()
+
+
 def test_two_frozen_models_never_share_a_graph():
     """Frozen steps drop dynamo's guards on module attributes, which are what told two models of the same shape
     apart: each frozen step has code of its own, so the second model never runs the first one's graph."""
@@ -103,34 +124,38 @@ def test_two_frozen_models_never_share_a_graph():
 
 
 def test_frozen_weights_that_change_are_refused_not_used_stale():
+    """The check runs when a decode loop begins (its prefill), not at every step (see serve.compiled)."""
     lm = _lm()
     compiled = serve.compile_decoding(lm, freeze=True)
+    ids, cfg = _ids(4, 0), GenerationConfig(max_new_tokens=3)
+    assert torch.equal(serve.generate(compiled, ids, cfg), serve.generate(lm, ids, cfg))  # compiles the step
     with torch.no_grad():
         next(lm.parameters()).mul_(2.0)  # e.g. a fine-tuning step after compiling
     cache = compiled.new_cache(1, 8)
-    ids = _ids(4, 0)
-    compiled(ids[:, :3], cache=cache)  # the prefill runs eagerly on the current weights
     with pytest.raises(RuntimeError, match="weights changed after compile_decoding"):
-        compiled(ids[:, 3:], cache=cache)
+        compiled(ids[:, :3], cache=cache)
+    with pytest.raises(RuntimeError, match="weights changed after compile_decoding"):
+        serve.generate(compiled, ids, cfg)
+    # Calls that never reach the frozen graph run the current weights, as the eager model does.
+    torch.testing.assert_close(compiled(ids), lm(ids), atol=0, rtol=0)
     with pytest.raises(ValueError, match="freeze=True"):
         serve.compile_decoding(lm, freeze=True, backend="eager")
 
 
-@pytest.mark.parametrize("change", ["parameter", "submodule"])
+@pytest.mark.parametrize("change", ["parameter", "submodule", "buffer"])
 def test_frozen_weights_replaced_rather_than_written_are_refused_too(change):
     """The check looks at what each slot of each module holds, not only at in-place versions: a parameter or a
-    whole layer swapped for another is a change as well."""
+    whole layer swapped for another, or a buffer added, is a change as well."""
     lm = _lm()
     compiled = serve.compile_decoding(lm, freeze=True)
     if change == "parameter":
         lm.lm_head.weight = torch.nn.Parameter(lm.lm_head.weight.detach().clone())
-    else:
+    elif change == "submodule":
         lm.layers[0].mlp = _lm(1).layers[0].mlp
-    cache = compiled.new_cache(1, 8)
-    ids = _ids(4, 0)
-    compiled(ids[:, :3], cache=cache)
+    else:
+        lm.layers[0].register_buffer("extra", torch.zeros(1))
     with pytest.raises(RuntimeError, match="weights changed after compile_decoding"):
-        compiled(ids[:, 3:], cache=cache)
+        serve.generate(compiled, _ids(4, 0), GenerationConfig(max_new_tokens=3))
 
 
 def test_the_compiled_step_writes_the_cache_in_place_not_by_scattering_copies():
