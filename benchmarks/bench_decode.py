@@ -2,6 +2,7 @@
 
     python benchmarks/bench_decode.py [--rounds 5] [--prompt 128] [--new 128] [--dtypes float32 bfloat16 int8 int4] [--write BENCHMARKS.md]
     python benchmarks/bench_decode.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf [...]
+    python benchmarks/bench_decode.py --huge-pages off [...]   # without transparent huge pages (pack.huge_pages)
 
 With ``--gguf FILE`` the model is a real one, dequantized from a llama.cpp file by ``model.from_gguf`` on our
 side and by transformers' own GGUF loader on theirs (its own section of the markdown file).
@@ -52,6 +53,7 @@ from bench_spine import cpu_name, write_section
 import model
 import serve
 import specs
+from pack import huge_pages
 from specs import GenerationConfig
 
 QUANTIZED = {"int8": model.quantize_int8, "int4": model.quantize_int4}
@@ -205,6 +207,7 @@ def report(results: list[dict], bandwidth: float, resident: tuple[int, float], a
         f"Command: `python benchmarks/bench_decode.py {command}`  ",
         f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"transformers {_transformers_version()}, Python {sys.version.split()[0]}, {dt.date.today()}. "
+        f"Huge pages for PyTorch's large CPU allocations (THP_MEM_ALLOC_ENABLE) {args.huge_pages} for every contender. "
         f"Prompt {args.prompt} random tokens, {args.new} new tokens, greedy; medians of {args.rounds} rounds, "
         "contenders alternating within each round. Streaming read bandwidth measured in the same run: "
         f"{bandwidth / 1e9:.1f} GB/s (512 MiB); a {resident[0] / 1e6:.0f} MB tensor (the float32 weights' size) read "
@@ -251,7 +254,15 @@ def main(argv: list[str] | None = None) -> int:
                              "transformers in float32")
     parser.add_argument("--gguf", type=Path, default=None, help="a llama.cpp file to load on both sides instead")
     parser.add_argument("--write", type=Path, default=None, help="replace the decode section of this markdown file")
+    parser.add_argument("--huge-pages", choices=["on", "off"], default="on",
+                        help="THP_MEM_ALLOC_ENABLE for every contender in this process (default on, as the "
+                        "lmplanes decoding commands set it; see pack.huge_pages)")
     args = parser.parse_args(argv)
+    wanted = "1" if args.huge_pages == "on" else "0"
+    if os.environ.get(huge_pages.VARIABLE, "0") != wanted:
+        # PyTorch read the setting when this script imported it: run again with it set from the start.
+        again = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv)]
+        os.execve(sys.executable, again, {**os.environ, huge_pages.VARIABLE: wanted})
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -279,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, BrokenPipeError) as exc:  # our groups are measured: report them all the same
                 print(f"llama.cpp left out: {exc}", file=sys.stderr)
     command = f"--rounds {args.rounds} --prompt {args.prompt} --new {args.new} --dtypes {' '.join(args.dtypes)}"
+    command += " --huge-pages off" if args.huge_pages == "off" else ""
     command += (f" --gguf {args.gguf.name}" if args.gguf else "") + (f" --write {args.write}" if args.write else "")
     section = report(results, bandwidth, resident, args, command, name)
     print(section)

@@ -36,7 +36,7 @@ def register(commands: Any) -> None:
     add_compile_argument(parser)
     parser.add_argument("--system", metavar="TEXT", help="a system message that opens the conversation")
     add_sampling_arguments(parser, max_new_tokens=256)
-    parser.set_defaults(run=run_chat)
+    parser.set_defaults(run=run_chat, huge_pages=True)  # see pack.huge_pages
 
 
 def run_chat(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from pack import (
     eval_cmd,
     export_cmd,
     generate_cmd,
+    huge_pages,
     rag_cmd,
     serve_cmd,
     train_cmd,
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "huge_pages", False):  # before the command imports torch
+            huge_pages.enable()
         return args.run(args)
     except UsageError as exc:
         report(f"{exc} (see '{exc.help_prog} --help')")

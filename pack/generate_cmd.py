@@ -32,7 +32,7 @@ def register(commands: Any) -> None:
     add_compile_argument(parser)
     parser.add_argument("--prompt", required=True, help="the text to continue")
     add_sampling_arguments(parser, max_new_tokens=128)
-    parser.set_defaults(run=run_generate)
+    parser.set_defaults(run=run_generate, huge_pages=True)  # see pack.huge_pages
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ def register(commands: Any) -> None:
                         "(default: its folder's name)")
     parser.add_argument("--shutdown-timeout", type=int, default=60, metavar="SECONDS",
                         help="how long a stop signal waits for requests in flight before cancelling them (default 60)")
-    parser.set_defaults(run=run_serve)
+    parser.set_defaults(run=run_serve, huge_pages=True)  # see pack.huge_pages
 
 
 def run_serve(args: argparse.Namespace) -> int:

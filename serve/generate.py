@@ -85,7 +85,11 @@ def stream(
     produced: list[list[int]] = [[] for _ in range(rows)]
 
     cache = model.new_cache(rows, total)
-    logits = model(ids, cache=cache, positions=positions, attn_mask=allow_mask(keys) if padded else None)[:, -1]
+    # The prompt's forward stops at the final hidden states; only its last position goes through the output head
+    # (the head over every prompt position was a fifth of llama-55m's prefill, and 16 MB of logits thrown away).
+    hidden = model(ids, cache=cache, positions=positions, attn_mask=allow_mask(keys) if padded else None,
+                   output="hidden").hidden
+    logits = model.output_head()(hidden[:, -1])
     next_position = positions[:, -1:] + 1
     for step in range(cfg.max_new_tokens):
         scores = process(logits.float(), sequences, counts, cfg)
