@@ -3,8 +3,8 @@
 A decode step reads every weight once; with 4 KiB pages a model of 150 MB spans ~38,000 pages, far more than
 the TLB holds, so each page costs a table walk. PyTorch backs CPU allocations of 2 MiB and more with huge pages
 (aligned, ``madvise(MADV_HUGEPAGE)``) when ``THP_MEM_ALLOC_ENABLE=1`` is set before its allocator first runs. On
-the benchmark host that took llama-55m float32 decoding from 1.56-1.61x to 1.63-1.64x transformers' tokens/s (both
-contenders under the same setting in the same process; BENCHMARKS.md), with the same peak memory (SmolLM2
+the benchmark host that made our compiled llama-55m float32 decoding 3-6% faster and transformers' 0-3% (pairs of
+runs with the setting on and off for both contenders; BENCHMARKS.md), with the same peak memory (SmolLM2
 ``generate``: 1.21 GB either way). A value the user set is kept (``THP_MEM_ALLOC_ENABLE=0`` turns it off), and
 the kernel must allow it (``/sys/kernel/mm/transparent_hugepage/enabled`` not ``never``).
 """

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from serve.processing import process
-from serve.prompts import allow_mask, prompt_mask
+from serve.prompts import allow_mask, prefill, prompt_mask
 from specs.generation_config import GenerationConfig
 from specs.protocols import CausalLM
 
@@ -56,8 +56,8 @@ def beam_search(
     keys = mask.bool()
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     cache = model.new_cache(batch * k, max_len)
-    logits = model(running[:, :, :prompt_len].flatten(0, 1), cache=cache, positions=positions,
-                   attn_mask=allow_mask(keys) if padded else None)[:, -1]
+    logits = prefill(model, running[:, :, :prompt_len].flatten(0, 1), cache, positions,
+                     allow_mask(keys) if padded else None)
     position = positions[:, -1:]
     offsets = torch.arange(batch, device=device)[:, None] * k
     for cur in range(prompt_len, max_len):

@@ -14,9 +14,10 @@ decode tokens/s (most in bfloat16; BENCHMARKS.md), at the price of a longer firs
 copy of the weights. The graph keeps the weights it saw: decoding after the model's weights change would
 silently use the old ones, so :class:`CompiledDecoding` refuses it. It compares what every module holds (by
 identity) and the tensors' in-place version counters with what they were at compile time whenever a decode
-loop begins (its prefill: any call with one of its caches that is not a one-token step), but not at each step: weights change between generations (a fine-tuning step, ``load_state_dict``), and the check at every
-step cost 0.19 ms of a 5.4 ms llama-55m step (measured: after a token's weights have streamed through the
-caches, each object it reads is a cache miss). The frozen graph also keeps the modules' settings, and the
+loop begins (its prefill: any call with one of its caches that is not a one-token step), not at each step:
+weights change between generations (a fine-tuning step, ``load_state_dict``), and the check at every step cost
+0.19 ms of a 5.4 ms llama-55m step (measured: after a token's weights have streamed through the caches, each
+object it reads is a cache miss). The frozen graph also keeps the modules' settings, and the
 library's module-level constants, it was compiled with (dynamo's guards on module attributes and globals are
 dropped: they cost more than the check); compile afresh after changing one.
 """

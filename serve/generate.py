@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from serve.processing import pick, process
-from serve.prompts import allow_mask, prompt_mask
+from serve.prompts import allow_mask, prefill, prompt_mask
 from specs.generation_config import GenerationConfig
 from specs.protocols import CausalLM
 
@@ -85,11 +85,7 @@ def stream(
     produced: list[list[int]] = [[] for _ in range(rows)]
 
     cache = model.new_cache(rows, total)
-    # The prompt's forward stops at the final hidden states; only its last position goes through the output head
-    # (the head over every prompt position was a fifth of llama-55m's prefill, and 16 MB of logits thrown away).
-    hidden = model(ids, cache=cache, positions=positions, attn_mask=allow_mask(keys) if padded else None,
-                   output="hidden").hidden
-    logits = model.output_head()(hidden[:, -1])
+    logits = prefill(model, ids, cache, positions, allow_mask(keys) if padded else None)
     next_position = positions[:, -1:] + 1
     for step in range(cfg.max_new_tokens):
         scores = process(logits.float(), sequences, counts, cfg)
