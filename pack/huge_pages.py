@@ -6,7 +6,8 @@ the TLB holds, so each page costs a table walk. PyTorch backs CPU allocations of
 the benchmark host that made our compiled llama-55m float32 decoding 3-6% faster and transformers' 0-3% (pairs of
 runs with the setting on and off for both contenders; BENCHMARKS.md), with the same peak memory (SmolLM2
 ``generate``: 1.21 GB either way). A value the user set is kept (``THP_MEM_ALLOC_ENABLE=0`` turns it off), and
-the kernel must allow it (``/sys/kernel/mm/transparent_hugepage/enabled`` not ``never``).
+the kernel must allow it (``/sys/kernel/mm/transparent_hugepage/enabled`` not ``never``). A Python program that
+imports ``serve`` sets the variable itself before importing torch.
 """
 
 from __future__ import annotations
