@@ -58,9 +58,9 @@ def speculative_generate(
     sequence = input_ids[0].tolist()
     # Invariant: the target's cache holds all of ``sequence`` but its newest token (each round feeds it first);
     # the draft's cache holds all of it but ``draft_pending``.
-    if prompt_len > 1:
-        target(input_ids[:, :-1], cache=target_cache)
-        draft(input_ids[:, :-1], cache=draft_cache)
+    if prompt_len > 1:  # only the caches are wanted: no output head over the prompt
+        target(input_ids[:, :-1], cache=target_cache, output="hidden")
+        draft(input_ids[:, :-1], cache=draft_cache, output="hidden")
     draft_pending = sequence[-1:]
     proposed = accepted = 0
     while len(sequence) - prompt_len < cfg.max_new_tokens and not (len(sequence) > prompt_len and sequence[-1] in eos):
